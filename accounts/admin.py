@@ -1,0 +1,123 @@
+"""Operator admin for people, tenants and keys. Secrets are never shown: keys
+list their prefixes, and rotate/revoke go through the services."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts import services
+from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, User
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    ordering = ("email",)
+    list_display = ("email", "full_name", "is_staff", "is_active", "date_joined", "last_login")
+    list_filter = ("is_staff", "is_superuser", "is_active")
+    search_fields = ("email", "full_name")
+    readonly_fields = ("date_joined", "last_login")
+    fieldsets = (
+        (None, {"fields": ("email", "password")}),
+        ("Profile", {"fields": ("full_name",)}),
+        ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
+    show_full_result_count = False
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ("user",)
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "api_key_grace_period", "created_at")
+    search_fields = ("name", "slug")
+    prepopulated_fields: ClassVar = {"slug": ("name",)}
+    readonly_fields = ("created_at",)
+    inlines = (MembershipInline,)
+    show_full_result_count = False
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "organization", "role", "created_at")
+    list_filter = ("role",)
+    search_fields = ("user__email", "organization__name", "organization__slug")
+    list_select_related = ("user", "organization")
+    autocomplete_fields = ("user", "organization")
+    show_full_result_count = False
+
+
+class ApiKeySecretInline(admin.TabularInline):
+    """The secrets of a key: prefixes and dates only, never the hash."""
+
+    model = ApiKeySecret
+    fields = ("rotation", "display_prefix", "created_at", "valid_until", "revoked_at", "last_used_at")
+    readonly_fields = fields
+    ordering = ("-rotation",)
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "public_id", "organization", "status", "expires_at", "last_used_at", "created_at")
+    list_filter = ("status",)
+    search_fields = ("name", "public_id", "organization__name", "secrets__prefix")
+    list_select_related = ("organization",)
+    autocomplete_fields = ("organization", "created_by")
+    readonly_fields = ("public_id", "status", "created_at", "revoked_at", "last_used_at", "next_rotation_at")
+    fields = (
+        "public_id",
+        "organization",
+        "name",
+        "status",
+        "created_by",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+        "allowed_models",
+        ("limit_rpm", "limit_input_tpm", "limit_output_tpm", "limit_concurrency"),
+        "grace_period",
+        ("rotation_interval_days", "next_rotation_at"),
+    )
+    inlines = (ApiKeySecretInline,)
+    actions = ("rotate_keys", "revoke_keys")
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A key's secret is shown once, to the person who asked for it: keys
+        # are created through the API or the dashboard, which can show it.
+        return False
+
+    @admin.action(description="Rotate: issue a new secret (sealed for the owner to reveal), old one in grace")
+    def rotate_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        rotated = 0
+        now = timezone.now()
+        for key in queryset.select_related("organization"):
+            if key.is_usable_at(now):
+                services.api_key_rotate(key=key, sealed=True)
+                rotated += 1
+        self.message_user(request, f"Rotated {rotated} key(s); owners can reveal the new secret once.")
+
+    @admin.action(description="Revoke now: every secret of the key stops working at once")
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            services.api_key_revoke(key=key)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).", level=messages.WARNING)

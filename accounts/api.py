@@ -1,0 +1,401 @@
+"""REST API for people (JWT): tokens, the signed-in user, organizations, members, keys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.utils import timezone
+from django_ratelimit.core import is_ratelimited
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import exceptions, serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from accounts import selectors, services
+from accounts.models import ApiKey, Membership, Organization, User
+from oneflow.lib.errors import NotAllowed
+
+# --- Tokens ---------------------------------------------------------------------
+
+
+def _refuse_when_rate_limited(request: Request, *, group: str, account: str | None) -> None:
+    """Counts an attempt per client address and per account; raises 429 past the limit."""
+    rate = settings.LOGIN_RATE
+    limited = is_ratelimited(request, group=group, key="ip", rate=rate, increment=True)
+    if account:
+        by_account = is_ratelimited(
+            request, group=f"{group}.account", key=lambda _g, _r: account.lower(), rate=rate, increment=True
+        )
+        limited = limited or by_account
+    if limited:
+        raise exceptions.Throttled(wait=60, detail="Too many attempts; try again in a minute.")
+
+
+class TokenObtainApi(TokenObtainPairView):
+    """Exchanges email and password for an access token (30 min) and a refresh token."""
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        email = request.data.get("email") if isinstance(request.data, dict) else None
+        _refuse_when_rate_limited(request, group="auth.token", account=email if isinstance(email, str) else None)
+        return super().post(request, *args, **kwargs)
+
+
+class TokenRefreshApi(TokenRefreshView):
+    """Trades a refresh token for a new pair; the old refresh token is blacklisted."""
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        _refuse_when_rate_limited(request, group="auth.refresh", account=None)
+        return super().post(request, *args, **kwargs)
+
+
+class LogoutApi(APIView):
+    """Blacklists a refresh token, so it can never be used again."""
+
+    permission_classes: ClassVar = [AllowAny]
+    authentication_classes: ClassVar = []
+
+    class InputSerializer(serializers.Serializer):
+        refresh = serializers.CharField()
+
+    @extend_schema(request=InputSerializer, responses={204: None})
+    def post(self, request: Request) -> Response:
+        data = _valid(self.InputSerializer, request.data)
+        try:
+            RefreshToken(data["refresh"]).blacklist()
+        except TokenError as exc:
+            raise exceptions.AuthenticationFailed(str(exc), code="token_not_valid") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Shared helpers -----------------------------------------------------------------
+
+
+def _valid(serializer_class: type[serializers.Serializer], data: Any, **kwargs: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _user(request: Request) -> User:
+    user = request.user
+    assert isinstance(user, User)  # noqa: S101 - IsAuthenticated guarantees it
+    return user
+
+
+def _membership(request: Request, org_id: int) -> Membership:
+    return selectors.membership_get(user=_user(request), organization_id=org_id)
+
+
+def _managing_membership(request: Request, org_id: int) -> Membership:
+    membership = _membership(request, org_id)
+    if not membership.can_manage:
+        raise NotAllowed("Only owners and admins may do this.")
+    return membership
+
+
+# --- Me -----------------------------------------------------------------------------
+
+
+class MembershipOutput(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    organization_id = serializers.IntegerField()
+    organization_name = serializers.CharField(source="organization.name")
+    role = serializers.CharField()
+
+
+class MeApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        full_name = serializers.CharField(max_length=150, allow_blank=True)
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField(source="pk")
+        email = serializers.EmailField()
+        full_name = serializers.CharField()
+        date_joined = serializers.DateTimeField()
+        memberships = serializers.SerializerMethodField()
+
+        @extend_schema_field(MembershipOutput(many=True))
+        def get_memberships(self, user: User) -> list[dict[str, Any]]:
+            return list(MembershipOutput(selectors.memberships_of(user=user), many=True).data)
+
+    @extend_schema(responses=OutputSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(_user(request)).data)
+
+    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    def patch(self, request: Request) -> Response:
+        data = _valid(self.InputSerializer, request.data)
+        user = _user(request)
+        user.full_name = data["full_name"]
+        user.save(update_fields=["full_name"])
+        return Response(self.OutputSerializer(user).data)
+
+
+class PasswordChangeApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        current_password = serializers.CharField(trim_whitespace=False)
+        new_password = serializers.CharField(trim_whitespace=False)
+
+    @extend_schema(request=InputSerializer, responses={204: None})
+    def post(self, request: Request) -> Response:
+        data = _valid(self.InputSerializer, request.data)
+        services.user_password_change(user=_user(request), **data)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Organizations ------------------------------------------------------------------
+
+
+class OrganizationOutput(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    name = serializers.CharField()
+    slug = serializers.CharField()
+    api_key_grace_period_seconds = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+
+    def get_api_key_grace_period_seconds(self, organization: Organization) -> int | None:
+        period = organization.api_key_grace_period
+        return None if period is None else int(period.total_seconds())
+
+
+class OrganizationListApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=120)
+
+    @extend_schema(responses=OrganizationOutput(many=True))
+    def get(self, request: Request) -> Response:
+        organizations = [m.organization for m in selectors.memberships_of(user=_user(request))]
+        return Response(OrganizationOutput(organizations, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: OrganizationOutput})
+    def post(self, request: Request) -> Response:
+        data = _valid(self.InputSerializer, request.data)
+        organization = services.organization_create(name=data["name"], owner=_user(request))
+        return Response(OrganizationOutput(organization).data, status=status.HTTP_201_CREATED)
+
+
+class OrganizationDetailApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=120, required=False)
+        api_key_grace_period_seconds = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+
+    @extend_schema(responses=OrganizationOutput)
+    def get(self, request: Request, org_id: int) -> Response:
+        return Response(OrganizationOutput(_membership(request, org_id).organization).data)
+
+    @extend_schema(request=InputSerializer, responses=OrganizationOutput)
+    def patch(self, request: Request, org_id: int) -> Response:
+        data = _valid(self.InputSerializer, request.data)
+        if "api_key_grace_period_seconds" in data:
+            seconds = data.pop("api_key_grace_period_seconds")
+            data["api_key_grace_period"] = None if seconds is None else timedelta(seconds=seconds)
+        membership = _membership(request, org_id)
+        organization = services.organization_update(organization=membership.organization, actor=membership, **data)
+        return Response(OrganizationOutput(organization).data)
+
+
+# --- Members ------------------------------------------------------------------------
+
+
+class MemberOutput(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    user_id = serializers.IntegerField()
+    email = serializers.EmailField(source="user.email")
+    full_name = serializers.CharField(source="user.full_name")
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+    created_at = serializers.DateTimeField()
+
+
+class MemberListApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        email = serializers.EmailField()
+        role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+
+    @extend_schema(responses=MemberOutput(many=True))
+    def get(self, request: Request, org_id: int) -> Response:
+        organization = _membership(request, org_id).organization
+        return Response(MemberOutput(selectors.members_of(organization=organization), many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: MemberOutput})
+    def post(self, request: Request, org_id: int) -> Response:
+        data = _valid(self.InputSerializer, request.data)
+        actor = _membership(request, org_id)
+        membership = services.membership_add(organization=actor.organization, actor=actor, **data)
+        return Response(MemberOutput(membership).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        role = serializers.ChoiceField(choices=Membership.Role.choices)
+
+    @extend_schema(request=InputSerializer, responses=MemberOutput)
+    def patch(self, request: Request, org_id: int, member_id: int) -> Response:
+        data = _valid(self.InputSerializer, request.data)
+        actor = _membership(request, org_id)
+        target = selectors.member_get(organization=actor.organization, membership_id=member_id)
+        return Response(MemberOutput(services.membership_update(membership=target, actor=actor, **data)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, org_id: int, member_id: int) -> Response:
+        actor = _membership(request, org_id)
+        target = selectors.member_get(organization=actor.organization, membership_id=member_id)
+        services.membership_remove(membership=target, actor=actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- API keys -----------------------------------------------------------------------
+
+
+class KeyLimitsSerializer(serializers.Serializer):
+    rpm = serializers.IntegerField(min_value=1, allow_null=True, required=False, source="limit_rpm")
+    input_tpm = serializers.IntegerField(min_value=1, allow_null=True, required=False, source="limit_input_tpm")
+    output_tpm = serializers.IntegerField(min_value=1, allow_null=True, required=False, source="limit_output_tpm")
+    concurrency = serializers.IntegerField(min_value=1, allow_null=True, required=False, source="limit_concurrency")
+
+
+class KeySecretOutput(serializers.Serializer):
+    rotation = serializers.IntegerField()
+    prefix = serializers.CharField(source="display_prefix")
+    created_at = serializers.DateTimeField()
+    valid_until = serializers.DateTimeField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+
+
+class KeyOutput(serializers.Serializer):
+    id = serializers.CharField(source="public_id")
+    name = serializers.CharField()
+    status = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+    allowed_models = serializers.ListField(child=serializers.CharField())
+    limits = KeyLimitsSerializer(source="*")
+    grace_period_seconds = serializers.SerializerMethodField()
+    rotation_interval_days = serializers.IntegerField(allow_null=True)
+    next_rotation_at = serializers.DateTimeField(allow_null=True)
+    secrets = serializers.SerializerMethodField()
+    reveal_pending = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.ChoiceField(choices=["active", "expired", "revoked"]))
+    def get_status(self, key: ApiKey) -> str:
+        if key.status == ApiKey.Status.ACTIVE and not key.is_usable_at(timezone.now()):
+            return "expired"
+        return key.status
+
+    def get_grace_period_seconds(self, key: ApiKey) -> int:
+        return int(key.effective_grace_period().total_seconds())
+
+    @extend_schema_field(KeySecretOutput(many=True))
+    def get_secrets(self, key: ApiKey) -> list[dict[str, Any]]:
+        """The secrets that still work: the current one first, then those in grace."""
+        now = timezone.now()
+        live = [s for s in getattr(key, "live_secrets", key.secrets.all()) if s.is_valid_at(now)]
+        return list(KeySecretOutput(live, many=True).data)
+
+    def get_reveal_pending(self, key: ApiKey) -> bool:
+        return any(s.sealed_secret for s in getattr(key, "live_secrets", key.secrets.all()))
+
+
+class IssuedKeyOutput(KeyOutput):
+    secret = serializers.CharField(help_text="The new secret. Shown once: store it now.")
+
+
+def _issued(issued: services.IssuedSecret, org: Organization) -> dict[str, Any]:
+    key = selectors.api_key_get(organization=org, public_id=issued.key.public_id)
+    return {**KeyOutput(key).data, "secret": issued.raw}
+
+
+class KeyInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    expires_at = serializers.DateTimeField(allow_null=True, required=False)
+    allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), max_length=500, required=False)
+    limits = KeyLimitsSerializer(required=False)
+    grace_period_seconds = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+    rotation_interval_days = serializers.IntegerField(min_value=1, max_value=3650, allow_null=True, required=False)
+
+    def to_fields(self) -> dict[str, Any]:
+        """The validated input as ApiKey field values."""
+        data = dict(self.validated_data)
+        data.update(data.pop("limits", {}))
+        if "grace_period_seconds" in data:
+            seconds = data.pop("grace_period_seconds")
+            data["grace_period"] = None if seconds is None else timedelta(seconds=seconds)
+        return data
+
+
+class KeyListApi(APIView):
+    @extend_schema(responses=KeyOutput(many=True))
+    def get(self, request: Request, org_id: int) -> Response:
+        organization = _membership(request, org_id).organization
+        return Response(KeyOutput(selectors.api_keys_of(organization=organization), many=True).data)
+
+    @extend_schema(request=KeyInput, responses={201: IssuedKeyOutput})
+    def post(self, request: Request, org_id: int) -> Response:
+        serializer = KeyInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        organization = _managing_membership(request, org_id).organization
+        issued = services.api_key_create(organization=organization, created_by=_user(request), **serializer.to_fields())
+        return Response(_issued(issued, organization), status=status.HTTP_201_CREATED)
+
+
+class KeyDetailApi(APIView):
+    @extend_schema(responses=KeyOutput)
+    def get(self, request: Request, org_id: int, key_id: str) -> Response:
+        organization = _membership(request, org_id).organization
+        return Response(KeyOutput(selectors.api_key_get(organization=organization, public_id=key_id)).data)
+
+    @extend_schema(request=KeyInput(partial=True), responses=KeyOutput)
+    def patch(self, request: Request, org_id: int, key_id: str) -> Response:
+        serializer = KeyInput(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        organization = _managing_membership(request, org_id).organization
+        key = selectors.api_key_get(organization=organization, public_id=key_id)
+        services.api_key_update(key=key, **serializer.to_fields())
+        return Response(KeyOutput(selectors.api_key_get(organization=organization, public_id=key_id)).data)
+
+
+class KeyRotateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        grace_period_seconds = serializers.IntegerField(min_value=0, required=False)
+
+    @extend_schema(request=InputSerializer, responses={201: IssuedKeyOutput})
+    def post(self, request: Request, org_id: int, key_id: str) -> Response:
+        data = _valid(self.InputSerializer, request.data)
+        organization = _managing_membership(request, org_id).organization
+        key = selectors.api_key_get(organization=organization, public_id=key_id)
+        seconds = data.get("grace_period_seconds")
+        grace = None if seconds is None else timedelta(seconds=seconds)
+        issued = services.api_key_rotate(key=key, grace_period=grace)
+        return Response(_issued(issued, organization), status=status.HTTP_201_CREATED)
+
+
+class KeyRevokeApi(APIView):
+    @extend_schema(request=None, responses=KeyOutput)
+    def post(self, request: Request, org_id: int, key_id: str) -> Response:
+        organization = _managing_membership(request, org_id).organization
+        key = selectors.api_key_get(organization=organization, public_id=key_id)
+        services.api_key_revoke(key=key)
+        return Response(KeyOutput(selectors.api_key_get(organization=organization, public_id=key_id)).data)
+
+
+class KeyRevealApi(APIView):
+    """Shows, once, the secret that a scheduled rotation issued."""
+
+    class OutputSerializer(serializers.Serializer):
+        secret = serializers.CharField()
+
+    @extend_schema(request=None, responses=OutputSerializer)
+    def post(self, request: Request, org_id: int, key_id: str) -> Response:
+        organization = _managing_membership(request, org_id).organization
+        key = selectors.api_key_get(organization=organization, public_id=key_id)
+        raw = services.api_key_reveal(key=key)
+        if raw is None:
+            raise exceptions.NotFound("No secret is waiting to be revealed for this key.", code="nothing_to_reveal")
+        return Response({"secret": raw})

@@ -1,0 +1,29 @@
+"""Seeds the demo tenant and prints how to use it: ``manage.py oneflow_demo``.
+
+Run by the README's first command. Each run issues a fresh demo API key and a
+fresh admin password, since neither can be read back once shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from accounts import services
+
+DEMO_EMAIL = "admin@oneflow.local"
+DEMO_ORG = "Demo"
+DEMO_KEY_NAME = "demo"
+
+
+class Command(BaseCommand):
+    help = "Create (or refresh) the demo organization, admin user and API key, and print them."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        demo = services.demo_seed(email=DEMO_EMAIL, organization_name=DEMO_ORG, key_name=DEMO_KEY_NAME)
+        self.stdout.write("")
+        self.stdout.write(f"OneFlow admin:  http://127.0.0.1:8000/admin/  {DEMO_EMAIL} / {demo.password}")
+        self.stdout.write("OneFlow demo API key:")
+        self.stdout.write(demo.api_key)
+        self.stdout.write("")

@@ -1,0 +1,378 @@
+"""Writes for users, organizations, memberships and API keys.
+
+Each public service owns its transaction and takes keyword arguments only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth import password_validation
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max, Q
+from django.utils import timezone
+from django.utils.text import slugify
+
+from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, User
+from oneflow.lib.crypto import random_token, seal, unseal
+from oneflow.lib.errors import Conflict, InvalidInput, NotAllowed
+
+logger = logging.getLogger(__name__)
+
+PREFIX_LENGTH = 12
+SECRET_LENGTH = 32
+# of_live_<12 base62>_<32 base62>: anything else is refused before a lookup.
+RAW_KEY_RE = re.compile(rf"^of_live_(?P<prefix>[A-Za-z0-9]{{{PREFIX_LENGTH}}})_[A-Za-z0-9]{{{SECRET_LENGTH}}}$")
+# last_used_at is a hint for people, not an audit trail: write it at most this often.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+# --- Users ----------------------------------------------------------------------
+
+
+def _validated_password(password: str, *, user: User | None = None) -> str:
+    try:
+        password_validation.validate_password(password, user=user)
+    except ValidationError as exc:
+        raise InvalidInput(" ".join(exc.messages), code="invalid_password", param="password") from None
+    return password
+
+
+def user_create(*, email: str, password: str, full_name: str = "", is_staff: bool = False) -> User:
+    email = User.objects.normalize_email(email).strip().lower()
+    if User.objects.filter(email__iexact=email).exists():
+        raise Conflict("A user with this email already exists.", code="email_taken", param="email")
+    _validated_password(password, user=User(email=email, full_name=full_name))
+    with transaction.atomic(durable=True):
+        return User.objects.create_user(email, password, full_name=full_name, is_staff=is_staff)
+
+
+def user_password_change(*, user: User, current_password: str, new_password: str) -> None:
+    if not user.check_password(current_password):
+        raise InvalidInput("The current password is wrong.", code="wrong_password", param="current_password")
+    user.set_password(_validated_password(new_password, user=user))
+    user.save(update_fields=["password"])
+
+
+# --- Organizations and members --------------------------------------------------
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:50] or "org"
+    slug = base
+    while Organization.objects.filter(slug=slug).exists():
+        slug = f"{base}-{random_token(6).lower()}"
+    return slug
+
+
+def organization_create(*, name: str, owner: User) -> Organization:
+    """Creates an organization with ``owner`` as its first member, in the owner role."""
+    with transaction.atomic(durable=True):
+        organization = Organization.objects.create(name=name, slug=_unique_slug(name))
+        Membership.objects.create(organization=organization, user=owner, role=Membership.Role.OWNER)
+    return organization
+
+
+def organization_update(*, organization: Organization, actor: Membership, **fields: Any) -> Organization:
+    if not actor.can_manage:
+        raise NotAllowed("Only owners and admins may change the organization.")
+    for name, value in fields.items():
+        setattr(organization, name, value)
+    organization.save(update_fields=list(fields))
+    return organization
+
+
+def _require_role_change_allowed(*, actor: Membership, role: str, target: Membership | None) -> None:
+    if not actor.can_manage:
+        raise NotAllowed("Only owners and admins may manage members.")
+    touches_owner = role == Membership.Role.OWNER or (target is not None and target.role == Membership.Role.OWNER)
+    if touches_owner and actor.role != Membership.Role.OWNER:
+        raise NotAllowed("Only an owner may grant or take away the owner role.")
+
+
+def _require_another_owner(membership: Membership) -> None:
+    others = Membership.objects.filter(organization_id=membership.organization_id, role=Membership.Role.OWNER)
+    if membership.role == Membership.Role.OWNER and not others.exclude(pk=membership.pk).exists():
+        raise Conflict("An organization must keep at least one owner.", code="last_owner")
+
+
+def membership_add(*, organization: Organization, actor: Membership, email: str, role: str) -> Membership:
+    _require_role_change_allowed(actor=actor, role=role, target=None)
+    user = User.objects.filter(email__iexact=email.strip()).first()
+    if user is None:
+        raise InvalidInput("No OneFlow user has this email; ask them to sign up first.", param="email")
+    try:
+        with transaction.atomic(durable=True):
+            return Membership.objects.create(organization=organization, user=user, role=role)
+    except IntegrityError:
+        raise Conflict("This user is already a member.", code="already_member", param="email") from None
+
+
+def membership_update(*, membership: Membership, actor: Membership, role: str) -> Membership:
+    _require_role_change_allowed(actor=actor, role=role, target=membership)
+    with transaction.atomic(durable=True):
+        locked = Membership.objects.select_for_update().get(pk=membership.pk)
+        if role != Membership.Role.OWNER:
+            _require_another_owner(locked)
+        locked.role = role
+        locked.save(update_fields=["role"])
+    return locked
+
+
+def membership_remove(*, membership: Membership, actor: Membership) -> None:
+    if actor.pk != membership.pk:
+        _require_role_change_allowed(actor=actor, role=membership.role, target=membership)
+    with transaction.atomic(durable=True):
+        _require_another_owner(Membership.objects.select_for_update().get(pk=membership.pk))
+        membership.delete()
+
+
+# --- API keys -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedSecret:
+    """A freshly issued secret. ``raw`` exists only here: it is never stored."""
+
+    key: ApiKey
+    secret: ApiKeySecret
+    raw: str
+
+
+def _hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _issue_secret(*, key: ApiKey, rotation: int, now: datetime, sealed: bool = False) -> IssuedSecret:
+    prefix = random_token(PREFIX_LENGTH)
+    raw = f"{ApiKeySecret.PREFIX}{prefix}_{random_token(SECRET_LENGTH)}"
+    secret = ApiKeySecret.objects.create(
+        key=key,
+        rotation=rotation,
+        prefix=prefix,
+        secret_hash=_hash(raw),
+        created_at=now,
+        sealed_secret=seal(raw) if sealed else "",
+    )
+    return IssuedSecret(key=key, secret=secret, raw=raw)
+
+
+def _next_rotation(key: ApiKey, now: datetime) -> datetime | None:
+    if not key.rotation_interval_days:
+        return None
+    return now + timedelta(days=key.rotation_interval_days)
+
+
+def api_key_create(*, organization: Organization, name: str, created_by: User | None, **fields: Any) -> IssuedSecret:
+    """Creates a key and its first secret. The raw secret is returned once."""
+    now = timezone.now()
+    if fields.get("expires_at") is not None and fields["expires_at"] <= now:
+        raise InvalidInput("expires_at must be in the future.", param="expires_at")
+    with transaction.atomic(durable=True):
+        key = ApiKey(organization=organization, name=name, created_by=created_by, created_at=now, **fields)
+        key.next_rotation_at = _next_rotation(key, now)
+        key.save()
+        issued = _issue_secret(key=key, rotation=0, now=now)
+    logger.info("api key created", extra={"key_id": key.public_id, "org_id": organization.pk})
+    return issued
+
+
+def api_key_update(*, key: ApiKey, **fields: Any) -> ApiKey:
+    """Changes a key's name, expiry, allowed models, limits or policies."""
+    now = timezone.now()
+    if fields.get("expires_at") is not None and fields["expires_at"] <= now:
+        raise InvalidInput("expires_at must be in the future.", param="expires_at")
+    with transaction.atomic(durable=True):
+        key = ApiKey.objects.select_for_update().get(pk=key.pk)
+        for name, value in fields.items():
+            setattr(key, name, value)
+        if "rotation_interval_days" in fields:
+            current = key.secrets.filter(valid_until__isnull=True).order_by("-rotation").first()
+            key.next_rotation_at = _next_rotation(key, current.created_at if current else now)
+        key.save()
+    return key
+
+
+def _rotate_locked(*, key: ApiKey, now: datetime, grace_period: timedelta | None, sealed: bool) -> IssuedSecret:
+    if not key.is_usable_at(now):
+        raise Conflict("Only an active, unexpired key can be rotated.", code="key_not_active")
+    grace = key.effective_grace_period() if grace_period is None else grace_period
+    # Only the current secret gets a deadline: an older one already has its
+    # own, and rotating again must not extend it.
+    key.secrets.filter(valid_until__isnull=True, revoked_at__isnull=True).update(
+        valid_until=now + grace,
+        revoked_at=now if grace <= timedelta(0) else None,
+    )
+    rotation = (key.secrets.aggregate(last=Max("rotation"))["last"] or 0) + 1
+    issued = _issue_secret(key=key, rotation=rotation, now=now, sealed=sealed)
+    key.next_rotation_at = _next_rotation(key, now)
+    key.save(update_fields=["next_rotation_at"])
+    return issued
+
+
+def api_key_rotate(*, key: ApiKey, grace_period: timedelta | None = None, sealed: bool = False) -> IssuedSecret:
+    """Issues a successor secret; the current one keeps working for the grace period.
+
+    The key row is locked for the rotation, so two rotations at once queue up
+    and each leaves exactly one current secret. ``sealed`` keeps the new secret
+    encrypted for one later reveal (scheduled rotations, where nobody is there
+    to be shown it).
+    """
+    if grace_period is not None and grace_period < timedelta(0):
+        raise InvalidInput("The grace period cannot be negative.", param="grace_period_seconds")
+    with transaction.atomic(durable=True):
+        locked = ApiKey.objects.select_for_update().select_related("organization").get(pk=key.pk)
+        issued = _rotate_locked(key=locked, now=timezone.now(), grace_period=grace_period, sealed=sealed)
+    logger.info("api key rotated", extra={"key_id": locked.public_id, "rotation": issued.secret.rotation})
+    return issued
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    """Stops the key and every one of its secrets at once."""
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        key = ApiKey.objects.select_for_update().get(pk=key.pk)
+        key.status = ApiKey.Status.REVOKED
+        key.revoked_at = key.revoked_at or now
+        key.next_rotation_at = None
+        key.save(update_fields=["status", "revoked_at", "next_rotation_at"])
+        key.secrets.filter(revoked_at__isnull=True).update(revoked_at=now, sealed_secret="")
+    logger.info("api key revoked", extra={"key_id": key.public_id})
+    return key
+
+
+def api_key_reveal(*, key: ApiKey) -> str | None:
+    """The secret a scheduled rotation issued, once; None when there is none to show."""
+    with transaction.atomic(durable=True):
+        secret = (
+            ApiKeySecret.objects.select_for_update()
+            .filter(key=key, revoked_at__isnull=True)
+            .exclude(sealed_secret="")
+            .order_by("-rotation")
+            .first()
+        )
+        if secret is None:
+            return None
+        raw = unseal(secret.sealed_secret)
+        secret.sealed_secret = ""
+        secret.save(update_fields=["sealed_secret"])
+    return raw
+
+
+def api_key_authenticate(*, raw: str, now: datetime | None = None) -> ApiKeySecret | None:
+    """The secret row ``raw`` matches, if it is valid now, with its key and org loaded.
+
+    Looked up by prefix; the hash is compared in constant time so response
+    timing says nothing about how much of a guess was right.
+    """
+    match = RAW_KEY_RE.match(raw)
+    if match is None:
+        return None
+    now = now or timezone.now()
+    secret = ApiKeySecret.objects.select_related("key__organization").filter(prefix=match.group("prefix")).first()
+    if secret is None or not hmac.compare_digest(secret.secret_hash, _hash(raw)):
+        return None
+    if not (secret.is_valid_at(now) and secret.key.is_usable_at(now)):
+        return None
+    _touch(secret, now)
+    return secret
+
+
+def _touch(secret: ApiKeySecret, now: datetime) -> None:
+    stale = now - LAST_USED_RESOLUTION
+    if secret.last_used_at is None or secret.last_used_at < stale:
+        fresh = Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale)
+        ApiKeySecret.objects.filter(fresh, pk=secret.pk).update(last_used_at=now)
+        ApiKey.objects.filter(fresh, pk=secret.key_id).update(last_used_at=now)
+
+
+# --- Scheduled work ---------------------------------------------------------------
+
+
+def api_keys_rotate_due(*, now: datetime | None = None) -> int:
+    """Rotates every active key whose rotation policy is due; returns how many.
+
+    Each key is claimed under a row lock and re-checked, so overlapping runs
+    (or a retried task) rotate a key once, not twice.
+    """
+    now = now or timezone.now()
+    due = ApiKey.objects.filter(status=ApiKey.Status.ACTIVE, next_rotation_at__lte=now)
+    rotated = 0
+    for key_id in due.values_list("pk", flat=True).order_by("next_rotation_at")[:500]:
+        with transaction.atomic(durable=True):
+            key = (
+                ApiKey.objects.select_for_update(skip_locked=True)
+                .select_related("organization")
+                .filter(pk=key_id, status=ApiKey.Status.ACTIVE, next_rotation_at__lte=now)
+                .first()
+            )
+            if key is None:
+                continue
+            if not key.is_usable_at(now):
+                key.next_rotation_at = None
+                key.save(update_fields=["next_rotation_at"])
+                continue
+            _rotate_locked(key=key, now=now, grace_period=None, sealed=True)
+            rotated += 1
+    if rotated:
+        logger.info("scheduled api key rotation", extra={"rotated": rotated})
+    return rotated
+
+
+def api_key_secrets_expire(*, now: datetime | None = None) -> int:
+    """Marks revoked every rotated secret whose grace has ended; returns how many.
+
+    Authentication already refuses such a secret from the second its grace
+    ends; this makes the state visible and idempotent to re-run.
+    """
+    now = now or timezone.now()
+    with transaction.atomic(durable=True):
+        count = ApiKeySecret.objects.filter(revoked_at__isnull=True, valid_until__lte=now).update(
+            revoked_at=F("valid_until"),
+            sealed_secret="",
+        )
+    if count:
+        logger.info("rotated api key secrets expired", extra={"expired": count})
+    return count
+
+
+# --- Demo -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoCredentials:
+    password: str
+    api_key: str
+
+
+def demo_seed(*, email: str, organization_name: str, key_name: str) -> DemoCredentials:
+    """Ensures a demo admin, organization and key; issues a fresh password and secret.
+
+    The previous demo secret stops at once: a demo key has no clients to
+    migrate, and an old printed key should not linger.
+    """
+    password = random_token(20)
+    with transaction.atomic(durable=True):
+        user = User.objects.filter(email__iexact=email).first()
+        if user is None:
+            user = User.objects.create_superuser(email, password, full_name="OneFlow Admin")
+        else:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+        membership = Membership.objects.filter(user=user, organization__name=organization_name).first()
+        organization = membership.organization if membership else None
+    if organization is None:
+        organization = organization_create(name=organization_name, owner=user)
+    key = ApiKey.objects.filter(organization=organization, name=key_name, status=ApiKey.Status.ACTIVE).first()
+    if key is None or not key.is_usable_at(timezone.now()):
+        issued = api_key_create(organization=organization, name=key_name, created_by=user)
+    else:
+        issued = api_key_rotate(key=key, grace_period=timedelta(0))
+    return DemoCredentials(password=password, api_key=issued.raw)

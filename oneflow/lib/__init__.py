@@ -1,0 +1,1 @@
+"""Shared infrastructure for every app. Nothing here imports an app."""

@@ -1,0 +1,146 @@
+"""ASGI wrappers that run before Django sees a request.
+
+They sit outside Django so that they hold for every response, Django's own
+error pages and a refused upload included, and cost no thread hop.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from oneflow.lib.errors import error_body
+from oneflow.lib.jsonlog import request_id_var
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+class RequestIdMiddleware:
+    """Gives every request an id, echoed as ``x-request-id`` on its response.
+
+    A well-formed id sent by the client (or a proxy in front) is kept so that
+    one id follows the request across systems; anything else is replaced.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k != b"x-request-id"]
+        incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        request_id = incoming.decode() if _CLIENT_REQUEST_ID.match(incoming) else new_request_id()
+        raw_id = request_id.encode()
+        scope["headers"] = [*headers, (b"x-request-id", raw_id)]
+        token = request_id_var.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *(h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"),
+                    (b"x-request-id", raw_id),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+class BodySizeLimitMiddleware:
+    """Refuses request bodies over ``limit`` bytes with 413 in the API's format.
+
+    A declared ``Content-Length`` over the limit is refused before reading a
+    byte. A chunked body is counted as it arrives: past the limit the app is
+    told the client went away (Django then drops the request without a
+    response) and the 413 is sent here.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, send)
+            return
+        seen = 0
+        exceeded = False
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    exceeded = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counting_receive, tracking_send)
+        if exceeded and not started:
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        message = f"Request body is larger than the limit of {self.limit} bytes."
+        body = error_body(message, status_code=413, code="request_too_large")
+        if scope.get("path", "").startswith("/v1/messages"):
+            body = {"type": "error", "error": {"type": "request_too_large", "message": message}}
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            },
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+class LifespanMiddleware:
+    """Answers ASGI lifespan events (Django does not) and runs start/stop hooks."""
+
+    def __init__(self, app: ASGIApp, *, on_startup: Callable[[], None], on_shutdown: Callable[[], None]) -> None:
+        self.app = app
+        self.on_startup = on_startup
+        self.on_shutdown = on_shutdown
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.on_startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.on_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

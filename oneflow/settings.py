@@ -1,0 +1,287 @@
+"""OneFlow settings, read from the environment (see README "Configuration").
+
+With neither ``DATABASE_URL`` nor ``REDIS_URL`` set, OneFlow runs embedded:
+SQLite, an in-process Redis, and Celery tasks plus the beat schedule in the web
+process. The same code runs in production with the URLs set; only the
+connections differ.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from oneflow.lib.env import Env, production_problems
+from oneflow.lib.redis import EMBEDDED_URL
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+env = Env()
+
+ONEFLOW_ENV = env.choice("ONEFLOW_ENV", ("development", "production"), "development")
+PRODUCTION = ONEFLOW_ENV == "production"
+
+# Public and known: development only. Production refuses to start with these.
+INSECURE_SECRET_KEY = "oneflow-development-only-secret-key-never-use-in-production-0123456789"  # noqa: S105 - a known value that production refuses
+INSECURE_JWT_SIGNING_KEY = "oneflow-development-only-jwt-signing-key-never-use-in-production"
+
+SECRET_KEY = env.secret("SECRET_KEY", INSECURE_SECRET_KEY)
+JWT_SIGNING_KEY = env.secret("JWT_SIGNING_KEY", INSECURE_JWT_SIGNING_KEY)
+# Seals secrets that must be read back (oneflow.lib.crypto); defaults to one
+# derived from SECRET_KEY, so rotating SECRET_KEY then loses what was sealed.
+ENCRYPTION_KEY = env.secret("ENCRYPTION_KEY") or SECRET_KEY
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS")
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS")
+
+if PRODUCTION:
+    problems = production_problems(
+        secret_key=SECRET_KEY,
+        jwt_signing_key=JWT_SIGNING_KEY,
+        insecure_defaults={INSECURE_SECRET_KEY, INSECURE_JWT_SIGNING_KEY},
+        debug=DEBUG,
+        cors_origins=CORS_ALLOWED_ORIGINS,
+        allowed_hosts=ALLOWED_HOSTS,
+    )
+    if problems:
+        raise ImproperlyConfigured("refusing to start in production: " + "; ".join(problems))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "accounts",
+    "providers",
+    "billing",
+    "routing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "oneflow.lib.middleware.ContentSecurityPolicyMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "oneflow.urls"
+ASGI_APPLICATION = "oneflow.asgi.application"
+AUTH_USER_MODEL = "accounts.User"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+
+DATABASE_URL = env.secret("DATABASE_URL")
+if DATABASE_URL:
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    if _db["ENGINE"] == "django.db.backends.postgresql" and env.bool("DB_POOL", default=True):
+        # psycopg 3's pool replaces persistent connections; Django requires
+        # CONN_MAX_AGE=0 with it.
+        _db["OPTIONS"] = {
+            "pool": {
+                "min_size": env.int("DB_POOL_MIN", 1, minimum=0),
+                "max_size": env.int("DB_POOL_MAX", 10, minimum=1),
+                "timeout": env.int("DB_POOL_TIMEOUT", 10, minimum=1),
+            },
+        }
+    DATABASES = {"default": _db}
+else:
+    VAR_DIR.mkdir(exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env.str("SQLITE_PATH", str(VAR_DIR / "oneflow.sqlite3")),
+            "OPTIONS": {
+                # WAL lets readers run beside the one writer; IMMEDIATE takes
+                # the write lock at BEGIN so two writers queue instead of
+                # failing with "database is locked" halfway through.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+            # A file, not memory: live-server tests reach it from other threads.
+            "TEST": {"NAME": str(VAR_DIR / "test-oneflow.sqlite3")},
+        },
+    }
+
+# --- Redis, cache, Celery -----------------------------------------------------
+
+REDIS_URL = env.secret("REDIS_URL")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL or EMBEDDED_URL,
+        "KEY_PREFIX": "oneflow:cache",
+        "OPTIONS": {} if REDIS_URL else {"pool_class": "oneflow.lib.redis.EmbeddedConnectionPool"},
+    },
+}
+
+CELERY_BROKER_URL = env.secret("CELERY_BROKER_URL") or REDIS_URL or "memory://"
+# Embedded: no broker process exists, so tasks run where they are sent and the
+# beat schedule runs in a thread of the web process (oneflow.asgi).
+CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL == "memory://"
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+ONEFLOW_EMBEDDED_BEAT = env.bool("ONEFLOW_EMBEDDED_BEAT", default=CELERY_TASK_ALWAYS_EAGER)
+
+# --- Auth ---------------------------------------------------------------------
+
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# How long a rotated API key keeps working beside its successor, unless the
+# key or its organization says otherwise.
+API_KEY_GRACE_PERIOD = env.seconds("API_KEY_GRACE_PERIOD_SECONDS", timedelta(days=7))
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "oneflow.lib.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=30),
+    "REFRESH_TOKEN_LIFETIME": env.seconds("JWT_REFRESH_LIFETIME_SECONDS", timedelta(days=7)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": JWT_SIGNING_KEY,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+
+RATELIMIT_VIEW = "oneflow.lib.errors.ratelimited_view"
+# Sign-in attempts allowed per client address and per account, per minute.
+LOGIN_RATE = env.str("LOGIN_RATE", "10/m")
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "OneFlow API",
+    "DESCRIPTION": "Accounts, organizations and API keys of the OneFlow AI gateway.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Security -----------------------------------------------------------------
+
+# Anything larger is refused with 413 before Django reads it (oneflow.asgi).
+MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
+)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+if PRODUCTION:
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    # Probes and scrapers talk plain HTTP inside the cluster.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    if env.bool("TRUST_X_FORWARDED_PROTO", default=True):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Static files, i18n -------------------------------------------------------
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage",
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "OneFlow <noreply@oneflow.local>")
+
+# --- Logging ------------------------------------------------------------------
+
+LOG_LEVEL = env.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "oneflow.lib.jsonlog.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # Uvicorn's access log carries no request id and duplicates ours.
+        "uvicorn.access": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,1 @@
+"""Provider kinds, credentials and deployments (built with the gateway issue)."""

@@ -1,0 +1,97 @@
+"""The scheduled key jobs, run as Celery tasks: in-process and through a real worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from celery.contrib.testing.worker import start_worker
+from django.utils import timezone
+
+from accounts import services, tasks
+from accounts.models import ApiKey, ApiKeySecret, Organization, User
+from oneflow.celery import app as celery_app
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def test_the_expiry_job_revokes_secrets_whose_grace_ended(acme: Organization, alice: User) -> None:
+    with time_machine.travel(T0, tick=False):
+        old = services.api_key_create(organization=acme, name="prod", created_by=alice)
+        new = services.api_key_rotate(key=old.key)
+
+    with time_machine.travel(T0 + timedelta(days=7) - timedelta(seconds=1), tick=False):
+        assert tasks.expire_rotated_api_key_secrets.apply().get() == 0
+        assert services.api_key_authenticate(raw=old.raw) is not None
+
+    with time_machine.travel(T0 + timedelta(days=7, seconds=1), tick=False):
+        assert tasks.expire_rotated_api_key_secrets.apply().get() == 1
+        assert tasks.expire_rotated_api_key_secrets.apply().get() == 0
+        assert services.api_key_authenticate(raw=old.raw) is None
+        assert services.api_key_authenticate(raw=new.raw) is not None
+    revoked = ApiKeySecret.objects.get(pk=old.secret.pk)
+    assert revoked.revoked_at == T0 + timedelta(days=7)
+
+
+def test_the_rotation_job_rotates_keys_whose_policy_is_due(acme: Organization, alice: User) -> None:
+    with time_machine.travel(T0, tick=False):
+        due = services.api_key_create(organization=acme, name="rotating", created_by=alice, rotation_interval_days=30)
+        manual = services.api_key_create(organization=acme, name="manual", created_by=alice)
+
+    with time_machine.travel(T0 + timedelta(days=30) - timedelta(seconds=1), tick=False):
+        assert tasks.rotate_due_api_keys.apply().get() == 0
+
+    with time_machine.travel(T0 + timedelta(days=30), tick=False):
+        assert tasks.rotate_due_api_keys.apply().get() == 1
+        assert tasks.rotate_due_api_keys.apply().get() == 0, "a second run must not rotate again"
+        revealed = services.api_key_reveal(key=due.key)
+        assert revealed is not None
+        assert services.api_key_authenticate(raw=revealed) is not None
+        assert services.api_key_authenticate(raw=due.raw) is not None, "old secret is in its grace period"
+
+    key = ApiKey.objects.get(pk=due.key.pk)
+    assert key.next_rotation_at == T0 + timedelta(days=60)
+    assert ApiKeySecret.objects.filter(key=manual.key).count() == 1
+    with time_machine.travel(T0 + timedelta(days=37), tick=False):
+        assert services.api_key_authenticate(raw=due.raw) is None
+
+
+def test_the_beat_schedule_is_seeded_and_editable(db: None) -> None:
+    from django_celery_beat.models import PeriodicTask
+
+    tasks_by_name = dict(PeriodicTask.objects.values_list("task", "interval__every"))
+    assert tasks_by_name["accounts.rotate_due_api_keys"] == 3600
+    assert tasks_by_name["accounts.expire_rotated_api_key_secrets"] == 300
+    assert set(tasks_by_name) <= set(celery_app.tasks)
+
+
+@pytest.fixture
+def celery_worker(live_services: None, transactional_db: None) -> Iterator[None]:
+    """A real Celery worker consuming from the Redis broker of REDIS_URL."""
+    celery_app.conf.task_always_eager = False
+    try:
+        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            yield
+    finally:
+        celery_app.conf.task_always_eager = True
+
+
+def test_a_real_worker_revokes_secrets_past_their_grace(celery_worker: None) -> None:
+    alice = services.user_create(email="alice@example.com", password="correct horse battery staple")
+    acme = services.organization_create(name="Acme", owner=alice)
+    old = services.api_key_create(organization=acme, name="prod", created_by=alice)
+    new = services.api_key_rotate(key=old.key, grace_period=timedelta(hours=1))
+    # The grace period ended a second ago.
+    ApiKeySecret.objects.filter(pk=old.secret.pk).update(valid_until=timezone.now() - timedelta(seconds=1))
+
+    tasks.expire_rotated_api_key_secrets.delay()
+
+    deadline = time.monotonic() + 20
+    while ApiKeySecret.objects.get(pk=old.secret.pk).revoked_at is None:
+        assert time.monotonic() < deadline, "the worker did not run the job"
+        time.sleep(0.1)
+    assert services.api_key_authenticate(raw=old.raw) is None
+    assert services.api_key_authenticate(raw=new.raw) is not None

@@ -1,0 +1,132 @@
+"""Shared personas and fixtures.
+
+Personas: alice owns Acme; bob is a plain member of Acme; carol belongs to no
+organization. Passwords are real bcrypt hashes, as in production.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from accounts import services
+from accounts.models import Membership, Organization, User
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Rate-limit counters live in the cache; each test starts with none."""
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    return services.user_create(email="alice@example.com", password=PASSWORD, full_name="Alice Owner")
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    return services.user_create(email="bob@example.com", password=PASSWORD, full_name="Bob Member")
+
+
+@pytest.fixture
+def carol(db: None) -> User:
+    return services.user_create(email="carol@example.com", password=PASSWORD, full_name="Carol Outsider")
+
+
+@pytest.fixture
+def acme(alice: User, bob: User) -> Organization:
+    organization = services.organization_create(name="Acme", owner=alice)
+    Membership.objects.create(organization=organization, user=bob, role=Membership.Role.MEMBER)
+    return organization
+
+
+def client_for(user: User | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}")
+    return client
+
+
+@pytest.fixture
+def anonymous() -> APIClient:
+    return client_for(None)
+
+
+@pytest.fixture
+def as_alice(alice: User) -> APIClient:
+    return client_for(alice)
+
+
+@pytest.fixture
+def as_bob(bob: User) -> APIClient:
+    return client_for(bob)
+
+
+@pytest.fixture
+def as_carol(carol: User) -> APIClient:
+    return client_for(carol)
+
+
+@pytest.fixture
+def acme_key(acme: Organization, alice: User) -> services.IssuedSecret:
+    return services.api_key_create(organization=acme, name="ci", created_by=alice)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveAsgiServer:
+    """OneFlow's real ASGI application under uvicorn, in a thread of the test process."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, lifespan="off", log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveAsgiServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_asgi(transactional_db: None) -> Iterator[LiveAsgiServer]:
+    from oneflow.asgi import application
+
+    with LiveAsgiServer(application) as server:
+        yield server
+
+
+@pytest.fixture
+def live_services() -> None:
+    """Skips unless the suite runs against real PostgreSQL and Redis (as in CI)."""
+    if not (settings.REDIS_URL and settings.DATABASES["default"]["ENGINE"].endswith("postgresql")):
+        pytest.skip("needs DATABASE_URL (PostgreSQL) and REDIS_URL")
