@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -58,15 +58,15 @@ class TokenRefreshApi(TokenRefreshView):
 class LogoutApi(APIView):
     """Blacklists a refresh token, so it can never be used again."""
 
-    permission_classes: ClassVar = [AllowAny]
-    authentication_classes: ClassVar = []
+    permission_classes = [AllowAny]
+    authentication_classes = []
 
-    class InputSerializer(serializers.Serializer):
+    class LogoutInput(serializers.Serializer):
         refresh = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={204: None})
+    @extend_schema(request=LogoutInput, responses={204: None})
     def post(self, request: Request) -> Response:
-        data = _valid(self.InputSerializer, request.data)
+        data = _valid(self.LogoutInput, request.data)
         try:
             RefreshToken(data["refresh"]).blacklist()
         except TokenError as exc:
@@ -111,10 +111,10 @@ class MembershipOutput(serializers.Serializer):
 
 
 class MeApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class MeInput(serializers.Serializer):
         full_name = serializers.CharField(max_length=150, allow_blank=True)
 
-    class OutputSerializer(serializers.Serializer):
+    class MeOutput(serializers.Serializer):
         id = serializers.IntegerField(source="pk")
         email = serializers.EmailField()
         full_name = serializers.CharField()
@@ -125,27 +125,27 @@ class MeApi(APIView):
         def get_memberships(self, user: User) -> list[dict[str, Any]]:
             return list(MembershipOutput(selectors.memberships_of(user=user), many=True).data)
 
-    @extend_schema(responses=OutputSerializer)
+    @extend_schema(responses=MeOutput)
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(_user(request)).data)
+        return Response(self.MeOutput(_user(request)).data)
 
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(request=MeInput, responses=MeOutput)
     def patch(self, request: Request) -> Response:
-        data = _valid(self.InputSerializer, request.data)
+        data = _valid(self.MeInput, request.data)
         user = _user(request)
         user.full_name = data["full_name"]
         user.save(update_fields=["full_name"])
-        return Response(self.OutputSerializer(user).data)
+        return Response(self.MeOutput(user).data)
 
 
 class PasswordChangeApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class PasswordChangeInput(serializers.Serializer):
         current_password = serializers.CharField(trim_whitespace=False)
         new_password = serializers.CharField(trim_whitespace=False)
 
-    @extend_schema(request=InputSerializer, responses={204: None})
+    @extend_schema(request=PasswordChangeInput, responses={204: None})
     def post(self, request: Request) -> Response:
-        data = _valid(self.InputSerializer, request.data)
+        data = _valid(self.PasswordChangeInput, request.data)
         services.user_password_change(user=_user(request), **data)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -166,7 +166,7 @@ class OrganizationOutput(serializers.Serializer):
 
 
 class OrganizationListApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class OrganizationListInput(serializers.Serializer):
         name = serializers.CharField(max_length=120)
 
     @extend_schema(responses=OrganizationOutput(many=True))
@@ -174,15 +174,15 @@ class OrganizationListApi(APIView):
         organizations = [m.organization for m in selectors.memberships_of(user=_user(request))]
         return Response(OrganizationOutput(organizations, many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: OrganizationOutput})
+    @extend_schema(request=OrganizationListInput, responses={201: OrganizationOutput})
     def post(self, request: Request) -> Response:
-        data = _valid(self.InputSerializer, request.data)
+        data = _valid(self.OrganizationListInput, request.data)
         organization = services.organization_create(name=data["name"], owner=_user(request))
         return Response(OrganizationOutput(organization).data, status=status.HTTP_201_CREATED)
 
 
 class OrganizationDetailApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class OrganizationDetailInput(serializers.Serializer):
         name = serializers.CharField(max_length=120, required=False)
         api_key_grace_period_seconds = serializers.IntegerField(min_value=0, allow_null=True, required=False)
 
@@ -190,9 +190,9 @@ class OrganizationDetailApi(APIView):
     def get(self, request: Request, org_id: int) -> Response:
         return Response(OrganizationOutput(_membership(request, org_id).organization).data)
 
-    @extend_schema(request=InputSerializer, responses=OrganizationOutput)
+    @extend_schema(request=OrganizationDetailInput, responses=OrganizationOutput)
     def patch(self, request: Request, org_id: int) -> Response:
-        data = _valid(self.InputSerializer, request.data)
+        data = _valid(self.OrganizationDetailInput, request.data)
         if "api_key_grace_period_seconds" in data:
             seconds = data.pop("api_key_grace_period_seconds")
             data["api_key_grace_period"] = None if seconds is None else timedelta(seconds=seconds)
@@ -214,7 +214,7 @@ class MemberOutput(serializers.Serializer):
 
 
 class MemberListApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class MemberListInput(serializers.Serializer):
         email = serializers.EmailField()
         role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
 
@@ -223,21 +223,21 @@ class MemberListApi(APIView):
         organization = _membership(request, org_id).organization
         return Response(MemberOutput(selectors.members_of(organization=organization), many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: MemberOutput})
+    @extend_schema(request=MemberListInput, responses={201: MemberOutput})
     def post(self, request: Request, org_id: int) -> Response:
-        data = _valid(self.InputSerializer, request.data)
+        data = _valid(self.MemberListInput, request.data)
         actor = _membership(request, org_id)
         membership = services.membership_add(organization=actor.organization, actor=actor, **data)
         return Response(MemberOutput(membership).data, status=status.HTTP_201_CREATED)
 
 
 class MemberDetailApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class MemberDetailInput(serializers.Serializer):
         role = serializers.ChoiceField(choices=Membership.Role.choices)
 
-    @extend_schema(request=InputSerializer, responses=MemberOutput)
+    @extend_schema(request=MemberDetailInput, responses=MemberOutput)
     def patch(self, request: Request, org_id: int, member_id: int) -> Response:
-        data = _valid(self.InputSerializer, request.data)
+        data = _valid(self.MemberDetailInput, request.data)
         actor = _membership(request, org_id)
         target = selectors.member_get(organization=actor.organization, membership_id=member_id)
         return Response(MemberOutput(services.membership_update(membership=target, actor=actor, **data)).data)
@@ -362,12 +362,12 @@ class KeyDetailApi(APIView):
 
 
 class KeyRotateApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class KeyRotateInput(serializers.Serializer):
         grace_period_seconds = serializers.IntegerField(min_value=0, required=False)
 
-    @extend_schema(request=InputSerializer, responses={201: IssuedKeyOutput})
+    @extend_schema(request=KeyRotateInput, responses={201: IssuedKeyOutput})
     def post(self, request: Request, org_id: int, key_id: str) -> Response:
-        data = _valid(self.InputSerializer, request.data)
+        data = _valid(self.KeyRotateInput, request.data)
         organization = _managing_membership(request, org_id).organization
         key = selectors.api_key_get(organization=organization, public_id=key_id)
         seconds = data.get("grace_period_seconds")
@@ -388,10 +388,10 @@ class KeyRevokeApi(APIView):
 class KeyRevealApi(APIView):
     """Shows, once, the secret that a scheduled rotation issued."""
 
-    class OutputSerializer(serializers.Serializer):
+    class KeyRevealOutput(serializers.Serializer):
         secret = serializers.CharField()
 
-    @extend_schema(request=None, responses=OutputSerializer)
+    @extend_schema(request=None, responses=KeyRevealOutput)
     def post(self, request: Request, org_id: int, key_id: str) -> Response:
         organization = _managing_membership(request, org_id).organization
         key = selectors.api_key_get(organization=organization, public_id=key_id)

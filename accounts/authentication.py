@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
@@ -43,3 +46,13 @@ class ApiKeyAuthentication(BaseAuthentication):
             return value.strip()
         api_key = request.headers.get("x-api-key", "").strip()
         return api_key or None
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Describes OneFlow keys in the OpenAPI schema (drf-spectacular finds it by class)."""
+
+    target_class = ApiKeyAuthentication
+    name = "OneFlowApiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": "A OneFlow API key (of_live_...)."}

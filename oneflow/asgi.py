@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oneflow.settings")
-
-from django.conf import settings
 from django.core.asgi import get_asgi_application
 
-from oneflow.celery import embedded_beat_start, embedded_beat_stop
-from oneflow.lib.asgi import BodySizeLimitMiddleware, LifespanMiddleware, RequestIdMiddleware
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oneflow.settings")
+# Sets Django up; the imports below reach DRF and models, which need that first.
+django_application = get_asgi_application()
+
+from django.conf import settings  # noqa: E402
+
+from oneflow.celery import embedded_beat_start, embedded_beat_stop  # noqa: E402
+from oneflow.lib.asgi import BodySizeLimitMiddleware, LifespanMiddleware, RequestIdMiddleware  # noqa: E402
 
 
 def _startup() -> None:
@@ -23,9 +26,7 @@ def _shutdown() -> None:
 
 
 application = LifespanMiddleware(
-    RequestIdMiddleware(
-        BodySizeLimitMiddleware(get_asgi_application(), limit=settings.MAX_REQUEST_BODY_BYTES),
-    ),
+    RequestIdMiddleware(BodySizeLimitMiddleware(django_application, limit=settings.MAX_REQUEST_BODY_BYTES)),
     on_startup=_startup,
     on_shutdown=_shutdown,
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 from celery import Celery
 from celery.beat import EmbeddedService
@@ -15,7 +16,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 _beat_lock = threading.Lock()
-_beat: list[EmbeddedService] = []
+_beat: list[Any] = []  # the running EmbeddedService thread, if any
 
 
 def embedded_beat_start() -> None:
@@ -27,7 +28,12 @@ def embedded_beat_start() -> None:
     with _beat_lock:
         if _beat:
             return
-        service = EmbeddedService(app, thread=True)
+        # Beat runs a task it knows eagerly but sends one it doesn't to the
+        # (here nonexistent) broker, so every app's tasks must be imported
+        # first, as `celery beat` does. EmbeddedService also defaults to the
+        # file-based scheduler; ours lives in the database.
+        app.loader.import_default_modules()
+        service: Any = EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler)
         service.start()
         _beat.append(service)
 

@@ -24,16 +24,16 @@ def _database_ok() -> bool:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             return cursor.fetchone() == (1,)
-    except Exception:
-        logger.warning("readiness: database unreachable", exc_info=True)
+    except Exception as exc:
+        logger.warning("readiness: database unreachable", extra={"error": type(exc).__name__})
         return False
 
 
 def _redis_ok() -> bool:
     try:
         return bool(redis.sync_client().ping())
-    except Exception:
-        logger.warning("readiness: redis unreachable", exc_info=True)
+    except Exception as exc:
+        logger.warning("readiness: redis unreachable", extra={"error": type(exc).__name__})
         return False
 
 

@@ -6,7 +6,7 @@ PROTOCOLS.md §1.4), including ``invalid_request_error`` for a bad key.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers
@@ -40,8 +40,8 @@ def proxy_exception_handler(exc: Exception, context: dict[str, Any]) -> Response
 
 
 class ProxyApiView(APIView):
-    authentication_classes: ClassVar = [ApiKeyAuthentication]
-    permission_classes: ClassVar = [HasApiKey]
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [HasApiKey]
 
     def get_exception_handler(self) -> Any:
         return proxy_exception_handler

@@ -8,6 +8,7 @@ file (``NAME_FILE``), the way Docker and Kubernetes secrets are mounted.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -21,13 +22,13 @@ _FALSE = {"0", "false", "no", "off", ""}
 class Env:
     """Reads variables from a mapping (``os.environ`` unless given one)."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[builtins.str, builtins.str] | None = None) -> None:
         self.environ = os.environ if environ is None else environ
 
-    def str(self, name: str, default: str = "") -> str:
+    def str(self, name: builtins.str, default: builtins.str = "") -> builtins.str:
         return self.environ.get(name, default).strip()
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool = False) -> builtins.bool:
         raw = self.environ.get(name)
         if raw is None:
             return default
@@ -38,7 +39,7 @@ class Env:
             return False
         raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
 
-    def int(self, name: str, default: int, *, minimum: int | None = None) -> int:
+    def int(self, name: builtins.str, default: builtins.int, *, minimum: builtins.int | None = None) -> builtins.int:
         raw = self.environ.get(name)
         if raw is None or not raw.strip():
             return default
@@ -50,24 +51,26 @@ class Env:
             raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
         return value
 
-    def seconds(self, name: str, default: timedelta) -> timedelta:
+    def seconds(self, name: builtins.str, default: timedelta) -> timedelta:
         return timedelta(
             seconds=self.int(name, int(default.total_seconds()), minimum=0),
         )
 
-    def list(self, name: str, default: list[str] | None = None) -> list[str]:
+    def list(
+        self, name: builtins.str, default: builtins.list[builtins.str] | None = None
+    ) -> builtins.list[builtins.str]:
         raw = self.environ.get(name)
         if raw is None:
             return list(default or [])
         return [item.strip() for item in raw.split(",") if item.strip()]
 
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+    def choice(self, name: builtins.str, choices: tuple[builtins.str, ...], default: builtins.str) -> builtins.str:
         value = self.str(name, default)
         if value not in choices:
             raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def secret(self, name: str, default: str = "") -> str:
+    def secret(self, name: builtins.str, default: builtins.str = "") -> builtins.str:
         """``NAME`` or the contents of the file at ``NAME_FILE`` (not both)."""
         inline = self.environ.get(name)
         path = self.environ.get(f"{name}_FILE")
@@ -93,8 +96,8 @@ def production_problems(
 ) -> list[str]:
     """Each unsafe production setting, named, so start-up can refuse them all at once."""
     problems = []
-    if secret_key in insecure_defaults or len(secret_key) < 50:
-        problems.append("SECRET_KEY is the development default or shorter than 50 characters")
+    if secret_key in insecure_defaults or len(secret_key) < 50 or len(set(secret_key)) < 5:
+        problems.append("SECRET_KEY is the development default, shorter than 50 characters or not random")
     if jwt_signing_key in insecure_defaults or len(jwt_signing_key) < 32:
         problems.append("JWT_SIGNING_KEY is the development default or shorter than 32 characters")
     if secret_key == jwt_signing_key:

@@ -93,10 +93,13 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return response
     detail = getattr(exc, "detail", str(exc))
     codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else None
+    if isinstance(detail, dict):  # simplejwt: {"detail": ..., "code": ..., "messages": [...]}
+        codes = detail.get("code")
+        detail = detail.get("detail", "Authentication failed.")
     response.data = error_body(
         str(detail),
         status_code=response.status_code,
-        code=codes if isinstance(codes, str) else None,
+        code=str(codes) if isinstance(codes, str) else None,
     )
     if response.status_code == status.HTTP_401_UNAUTHORIZED:
         response["WWW-Authenticate"] = 'Bearer realm="api"'

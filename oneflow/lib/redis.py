@@ -50,5 +50,5 @@ class EmbeddedConnectionPool(redis.ConnectionPool):
     """Lets Django's ``RedisCache`` use the in-process server."""
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> EmbeddedConnectionPool:  # type: ignore[override]
+    def from_url(cls, url: str, **kwargs: Any) -> EmbeddedConnectionPool:
         return cls(connection_class=fakeredis.FakeRedisConnection, server=_embedded_server(), **kwargs)

@@ -157,7 +157,7 @@ def test_concurrent_rotations_leave_exactly_one_current_secret(live_services: No
         try:
             barrier.wait()
             services.api_key_rotate(key=issued.key)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()

@@ -71,12 +71,13 @@ def test_the_beat_schedule_is_seeded_and_editable(db: None) -> None:
 @pytest.fixture
 def celery_worker(live_services: None, transactional_db: None) -> Iterator[None]:
     """A real Celery worker consuming from the Redis broker of REDIS_URL."""
+    eager = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = False
     try:
         with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
             yield
     finally:
-        celery_app.conf.task_always_eager = True
+        celery_app.conf.task_always_eager = eager
 
 
 def test_a_real_worker_revokes_secrets_past_their_grace(celery_worker: None) -> None:

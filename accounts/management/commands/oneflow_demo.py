@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from accounts import services
 
@@ -20,10 +20,14 @@ DEMO_KEY_NAME = "demo"
 class Command(BaseCommand):
     help = "Create (or refresh) the demo organization, admin user and API key, and print them."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="Where OneFlow will serve.")
+
     def handle(self, *args: Any, **options: Any) -> None:
         demo = services.demo_seed(email=DEMO_EMAIL, organization_name=DEMO_ORG, key_name=DEMO_KEY_NAME)
+        base_url = options["base_url"].rstrip("/")
         self.stdout.write("")
-        self.stdout.write(f"OneFlow admin:  http://127.0.0.1:8000/admin/  {DEMO_EMAIL} / {demo.password}")
+        self.stdout.write(f"OneFlow admin:  {base_url}/admin/  {DEMO_EMAIL} / {demo.password}")
         self.stdout.write("OneFlow demo API key:")
         self.stdout.write(demo.api_key)
         self.stdout.write("")
