@@ -1,0 +1,76 @@
+"""Gunicorn settings for the OneFlow web process.
+
+    gunicorn -c deploy/gunicorn.conf.py oneflow.asgi:application
+
+What differs between deployments comes from the environment; the rest is fixed
+here on purpose.
+"""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+
+# ASGI: each worker is one uvicorn event loop (uvloop + httptools). One worker
+# per CPU core is the starting point; a core is the unit of capacity here.
+worker_class = "uvicorn_worker.UvicornWorker"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+
+# Not preloaded (the default, stated on purpose): each worker imports Django and
+# opens its own event loop, DB pool and Redis clients after the fork, so no
+# socket or thread is ever shared across processes.
+preload_app = False
+
+# On SIGTERM a worker stops accepting and gets this long to finish in-flight
+# requests, streams included, before it is killed. Keep it below the
+# orchestrator's grace period minus the preStop sleep (Kubernetes: 45 - 10).
+graceful_timeout = 30
+
+# For async workers this is a heartbeat, not a request deadline: the master
+# kills a worker whose event loop has not reported for this long. A worker
+# that is draining (recycled by max_requests below) stops reporting, so this
+# is also how long a long stream may run on a recycling worker.
+timeout = 120
+
+# Longer than the idle timeout of the load balancer in front (AWS ALB default:
+# 60 s), so the balancer, not gunicorn, closes idle connections; otherwise it can
+# reuse a socket we just closed and answer the client with a 502.
+keepalive = 75
+
+# Recycle a worker after ~10k requests to bound slow memory growth; the jitter
+# spreads restarts so the workers of a pod never recycle at the same moment.
+max_requests = int(os.environ.get("MAX_REQUESTS", "10000"))
+max_requests_jitter = int(os.environ.get("MAX_REQUESTS_JITTER", "1000"))
+
+# Peers allowed to set X-Forwarded-For / X-Forwarded-Proto (passed on to
+# uvicorn). The client address Django sees, and so the per-IP login rate
+# limit, comes from X-Forwarded-For only when the peer is listed here. Set it to
+# the load balancer's / ingress controller's addresses or CIDR.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# The container has a read-only root filesystem: the worker heartbeat file
+# goes to tmpfs (disk-backed /tmp can stall the fchmod heartbeat), and the
+# gunicornc control socket, which would be created under $HOME, is off.
+_shm = "/dev/shm"  # noqa: S108 - gunicorn creates its file there with mkstemp
+worker_tmp_dir = _shm if os.path.isdir(_shm) else None
+control_socket_disable = True
+
+# No access log from gunicorn: one line per request in a second, unstructured
+# format next to the app's JSON would only duplicate it.
+accesslog = None
+
+# Gunicorn's and uvicorn's own lines (boot, worker exits, timeouts, errors
+# escaping the app) in the same JSON shape as the app's, on stdout.
+_level = os.environ.get("LOG_LEVEL", "INFO")
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "oneflow.lib.jsonlog.JsonFormatter"}},
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+    },
+    "root": {"level": _level, "handlers": ["stdout"]},
+    "loggers": {
+        "gunicorn.error": {"level": _level, "handlers": ["stdout"], "propagate": False},
+        "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+    },
+}
