@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
+
 from django.db.models import Prefetch, QuerySet
 
 from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, User
@@ -47,3 +50,57 @@ def api_key_get(*, organization: Organization, public_id: str) -> ApiKey:
     if key is None:
         raise NotFound("No such API key.", code="api_key_not_found")
     return key
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCredentials:
+    """What the gateway needs to authenticate one secret, without the database."""
+
+    secret_hash: str = field(repr=False)
+    secret_id: int
+    rotation: int
+    valid_until: datetime | None
+    revoked_at: datetime | None
+    key_id: int
+    public_id: str
+    key_name: str
+    key_active: bool
+    expires_at: datetime | None
+    organization_id: int
+    allowed_models: tuple[str, ...]
+    limit_rpm: int | None
+    limit_input_tpm: int | None
+    limit_output_tpm: int | None
+    limit_concurrency: int | None
+
+    def usable_at(self, moment: datetime) -> bool:
+        if not self.key_active or (self.expires_at is not None and moment >= self.expires_at):
+            return False
+        if self.revoked_at is not None and self.revoked_at <= moment:
+            return False
+        return self.valid_until is None or moment < self.valid_until
+
+
+def api_key_credentials(*, prefix: str) -> KeyCredentials | None:
+    secret = ApiKeySecret.objects.select_related("key").filter(prefix=prefix).first()
+    if secret is None:
+        return None
+    key = secret.key
+    return KeyCredentials(
+        secret_hash=secret.secret_hash,
+        secret_id=secret.pk,
+        rotation=secret.rotation,
+        valid_until=secret.valid_until,
+        revoked_at=secret.revoked_at,
+        key_id=key.pk,
+        public_id=key.public_id,
+        key_name=key.name,
+        key_active=key.status == ApiKey.Status.ACTIVE,
+        expires_at=key.expires_at,
+        organization_id=key.organization_id,
+        allowed_models=tuple(key.allowed_models or ()),
+        limit_rpm=key.limit_rpm,
+        limit_input_tpm=key.limit_input_tpm,
+        limit_output_tpm=key.limit_output_tpm,
+        limit_concurrency=key.limit_concurrency,
+    )

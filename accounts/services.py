@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, User
+from oneflow.lib import config_version
 from oneflow.lib.crypto import random_token, seal, unseal
 from oneflow.lib.errors import Conflict, InvalidInput, NotAllowed
 
@@ -146,8 +147,14 @@ class IssuedSecret:
     raw: str
 
 
-def _hash(raw: str) -> str:
+def hash_raw_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def raw_key_prefix(raw: str) -> str | None:
+    """The lookup prefix of a well-formed OneFlow key; None for anything else."""
+    match = RAW_KEY_RE.match(raw)
+    return match.group("prefix") if match else None
 
 
 def _issue_secret(*, key: ApiKey, rotation: int, now: datetime, sealed: bool = False) -> IssuedSecret:
@@ -157,7 +164,7 @@ def _issue_secret(*, key: ApiKey, rotation: int, now: datetime, sealed: bool = F
         key=key,
         rotation=rotation,
         prefix=prefix,
-        secret_hash=_hash(raw),
+        secret_hash=hash_raw_key(raw),
         created_at=now,
         sealed_secret=seal(raw) if sealed else "",
     )
@@ -197,6 +204,7 @@ def api_key_update(*, key: ApiKey, **fields: Any) -> ApiKey:
             current = key.secrets.filter(valid_until__isnull=True).order_by("-rotation").first()
             key.next_rotation_at = _next_rotation(key, current.created_at if current else now)
         key.save()
+        config_version.bump()
     return key
 
 
@@ -214,6 +222,8 @@ def _rotate_locked(*, key: ApiKey, now: datetime, grace_period: timedelta | None
     issued = _issue_secret(key=key, rotation=rotation, now=now, sealed=sealed)
     key.next_rotation_at = _next_rotation(key, now)
     key.save(update_fields=["next_rotation_at"])
+    # Gateways hold the old secret with no deadline; they must re-read it.
+    config_version.bump()
     return issued
 
 
@@ -244,6 +254,7 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
         key.next_rotation_at = None
         key.save(update_fields=["status", "revoked_at", "next_rotation_at"])
         key.secrets.filter(revoked_at__isnull=True).update(revoked_at=now, sealed_secret="")
+        config_version.bump()
     logger.info("api key revoked", extra={"key_id": key.public_id})
     return key
 
@@ -277,7 +288,7 @@ def api_key_authenticate(*, raw: str, now: datetime | None = None) -> ApiKeySecr
         return None
     now = now or timezone.now()
     secret = ApiKeySecret.objects.select_related("key__organization").filter(prefix=match.group("prefix")).first()
-    if secret is None or not hmac.compare_digest(secret.secret_hash, _hash(raw)):
+    if secret is None or not hmac.compare_digest(secret.secret_hash, hash_raw_key(raw)):
         return None
     if not (secret.is_valid_at(now) and secret.key.is_usable_at(now)):
         return None

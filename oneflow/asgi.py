@@ -11,9 +11,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oneflow.settings")
 django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
+from django.utils.module_loading import import_string  # noqa: E402
 
 from oneflow.celery import embedded_beat_start, embedded_beat_stop  # noqa: E402
-from oneflow.lib.asgi import BodySizeLimitMiddleware, LifespanMiddleware, RequestIdMiddleware  # noqa: E402
+from oneflow.lib.asgi import (  # noqa: E402
+    BodySizeLimitMiddleware,
+    LifespanMiddleware,
+    PathRouter,
+    RequestIdMiddleware,
+)
 
 
 def _startup() -> None:
@@ -25,8 +31,9 @@ def _shutdown() -> None:
     embedded_beat_stop()
 
 
+routed = PathRouter(django_application, {"/v1/": import_string(settings.ONEFLOW_PROXY_APP)})
 application = LifespanMiddleware(
-    RequestIdMiddleware(BodySizeLimitMiddleware(django_application, limit=settings.MAX_REQUEST_BODY_BYTES)),
+    RequestIdMiddleware(BodySizeLimitMiddleware(routed, limit=settings.MAX_REQUEST_BODY_BYTES)),
     on_startup=_startup,
     on_shutdown=_shutdown,
 )

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "django_prometheus",
     "accounts",
     "providers",
     "billing",
@@ -84,6 +85,9 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "oneflow.urls"
+# The proxy API (/v1/*): a lean ASGI app beside Django, named here because
+# nothing may import routing (see oneflow.asgi).
+ONEFLOW_PROXY_APP = "routing.asgi.application"
 ASGI_APPLICATION = "oneflow.asgi.application"
 AUTH_USER_MODEL = "accounts.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -288,5 +292,8 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         # Uvicorn's access log carries no request id and duplicates ours.
         "uvicorn.access": {"level": "WARNING"},
+        # A line per beat tick and per task run (every 2 s for the usage drain) is noise.
+        "celery.beat": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
     },
 }

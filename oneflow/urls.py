@@ -15,5 +15,6 @@ urlpatterns = [
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
-    path("", include("routing.urls")),
+    # /metrics; under several workers it sums them (PROMETHEUS_MULTIPROC_DIR).
+    path("", include("django_prometheus.urls")),
 ]

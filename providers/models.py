@@ -1,1 +1,125 @@
-"""Provider kinds, credentials and deployments (built with the gateway issue)."""
+"""Upstream providers, their credentials, the public models customers call, and
+the deployments that serve them.
+
+A public model ("gpt-4o-mini") is what a customer names; each of its
+deployments is one way to serve it (a provider + an upstream model + a
+credential). Routing picks among deployments; billing prices public models.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import ClassVar
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+
+class Provider(models.Model):
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI"
+        OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (vLLM, Ollama, Groq, Mistral, ...)"
+        AZURE_OPENAI = "azure_openai", "Azure OpenAI"
+        ANTHROPIC = "anthropic", "Anthropic"
+        GEMINI = "gemini", "Google Gemini"
+        SIMULATOR = "simulator", "Simulator (demos and load tests)"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    base_url = models.URLField(
+        blank=True,
+        help_text="e.g. https://api.openai.com/v1, https://api.anthropic.com, "
+        "https://generativelanguage.googleapis.com, https://NAME.openai.azure.com",
+    )
+    api_version = models.CharField(
+        max_length=40, blank=True, help_text="Azure api-version or anthropic-version; empty for the default."
+    )
+    extra_headers = models.JSONField(default=dict, blank=True, help_text="Sent with every upstream request.")
+    connect_timeout = models.FloatField(default=10.0, validators=[MinValueValidator(0.1)], help_text="Seconds.")
+    read_timeout = models.FloatField(
+        default=30.0, validators=[MinValueValidator(0.1)], help_text="Seconds of silence allowed between bytes."
+    )
+    # Simulator only: latency_ms, ttft_ms, tokens_per_second, failure_rate (0-1).
+    simulator = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Credential(models.Model):
+    """An upstream secret, sealed at rest or referenced (``env:NAME``, ``file:/path``)."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        FLAGGED = "flagged", "Flagged (the provider refused it)"
+        DISABLED = "disabled", "Disabled"
+
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="credentials")
+    name = models.CharField(max_length=100)
+    sealed_secret = models.TextField(blank=True, editable=False)
+    reference = models.CharField(
+        max_length=300, blank=True, help_text="env:VARIABLE or file:/path/to/secret, instead of a stored secret."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    status_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["provider", "name"], name="providers_credential_name_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider.name} / {self.name}"
+
+
+class PublicModel(models.Model):
+    class Kind(models.TextChoices):
+        CHAT = "chat", "Chat"
+        EMBEDDING = "embedding", "Embedding"
+
+    name = models.CharField(max_length=200, unique=True, help_text="What customers send as `model`.")
+    aliases = models.JSONField(default=list, blank=True, help_text="Other names that resolve to this model.")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHAT)
+    owned_by = models.CharField(max_length=100, default="oneflow")
+    # Hidden models are callable only by keys that list them in allowed_models.
+    is_public = models.BooleanField(default=True, help_text="Listed and callable for every organization.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_PER_MILLION = {"max_digits": 14, "decimal_places": 6, "default": Decimal(0), "validators": [MinValueValidator(0)]}
+
+
+class Deployment(models.Model):
+    """One way to serve a public model: provider + upstream model + credential."""
+
+    public_model = models.ForeignKey(PublicModel, on_delete=models.CASCADE, related_name="deployments")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="deployments")
+    credential = models.ForeignKey(Credential, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    upstream_model = models.CharField(max_length=200, help_text="The model name the provider expects.")
+    priority = models.PositiveSmallIntegerField(default=1, help_text="Lower is tried first.")
+    weight = models.PositiveSmallIntegerField(default=100, help_text="Share among deployments of equal priority.")
+    context_window = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens.")
+    capabilities = models.JSONField(
+        default=list, blank=True, help_text='e.g. ["tools", "vision", "json_mode"]; empty means all.'
+    )
+    # What the provider charges OneFlow, in USD per 1M tokens (margin = price - cost).
+    cost_input_per_1m = models.DecimalField(**_PER_MILLION)  # type: ignore[arg-type]
+    cost_cached_input_per_1m = models.DecimalField(**_PER_MILLION)  # type: ignore[arg-type]
+    cost_output_per_1m = models.DecimalField(**_PER_MILLION)  # type: ignore[arg-type]
+    rpm_quota = models.PositiveIntegerField(null=True, blank=True, help_text="Provider's requests per minute.")
+    tpm_quota = models.PositiveIntegerField(null=True, blank=True, help_text="Provider's tokens per minute.")
+    enabled = models.BooleanField(default=True, help_text="A manual disable is never undone automatically.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering: ClassVar = ["public_model", "priority", "-weight", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.public_model.name} → {self.provider.name}:{self.upstream_model}"

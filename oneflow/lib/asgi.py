@@ -145,3 +145,20 @@ class LifespanMiddleware:
                 self.on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+class PathRouter:
+    """Sends HTTP requests under a path prefix to another ASGI app, the rest to ``default``."""
+
+    def __init__(self, default: ASGIApp, mounts: dict[str, ASGIApp]) -> None:
+        self.default = default
+        self.mounts = tuple(mounts.items())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            for prefix, app in self.mounts:
+                if path.startswith(prefix):
+                    await app(scope, receive, send)
+                    return
+        await self.default(scope, receive, send)

@@ -8,6 +8,8 @@ shapes and no code path forks on which one is in use.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from functools import cache
 from typing import Any
 
@@ -44,6 +46,18 @@ def async_client() -> redis.asyncio.Redis:
     if is_embedded():
         return fakeredis.FakeAsyncRedis(server=_embedded_server())
     return redis.asyncio.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+
+
+_loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
+
+
+def loop_client() -> redis.asyncio.Redis:
+    """The asyncio client of the running loop, created on first use and kept."""
+    loop = asyncio.get_running_loop()
+    client = _loop_clients.get(loop)
+    if client is None:
+        client = _loop_clients[loop] = async_client()
+    return client
 
 
 class EmbeddedConnectionPool(redis.ConnectionPool):

@@ -62,6 +62,7 @@ def test_the_rotation_job_rotates_keys_whose_policy_is_due(acme: Organization, a
 def test_the_beat_schedule_is_seeded_and_editable(db: None) -> None:
     from django_celery_beat.models import PeriodicTask
 
+    celery_app.loader.import_default_modules()
     tasks_by_name = dict(PeriodicTask.objects.values_list("task", "interval__every"))
     assert tasks_by_name["accounts.rotate_due_api_keys"] == 3600
     assert tasks_by_name["accounts.expire_rotated_api_key_secrets"] == 300

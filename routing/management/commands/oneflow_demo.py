@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from accounts import services
+from providers.services import DEMO_CHAT_MODEL, catalog_seed_demo
 
 DEMO_EMAIL = "admin@oneflow.local"
 DEMO_ORG = "Demo"
@@ -25,9 +26,16 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         demo = services.demo_seed(email=DEMO_EMAIL, organization_name=DEMO_ORG, key_name=DEMO_KEY_NAME)
+        served_by = "OpenAI (OPENAI_API_KEY)" if catalog_seed_demo() else "the built-in simulator"
         base_url = options["base_url"].rstrip("/")
         self.stdout.write("")
         self.stdout.write(f"OneFlow admin:  {base_url}/admin/  {DEMO_EMAIL} / {demo.password}")
         self.stdout.write("OneFlow demo API key:")
         self.stdout.write(demo.api_key)
+        self.stdout.write(f"Model {DEMO_CHAT_MODEL} is served by {served_by}. Try:")
+        self.stdout.write(
+            f"  curl {base_url}/v1/chat/completions -H 'Authorization: Bearer <key>' "
+            f"-H 'Content-Type: application/json' "
+            f'-d \'{{"model": "{DEMO_CHAT_MODEL}", "messages": [{{"role": "user", "content": "Hello"}}]}}\''
+        )
         self.stdout.write("")

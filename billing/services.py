@@ -1,0 +1,76 @@
+"""Writes for billing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import redis as redis_lib
+from django.db import transaction
+
+from billing import usage
+from billing.models import UsageEvent
+from oneflow.lib import redis
+
+logger = logging.getLogger(__name__)
+
+BATCH = 1000
+# An event a consumer read but did not acknowledge for this long is taken over.
+CLAIM_IDLE_MS = 60_000
+
+
+def _ensure_group(client: redis_lib.Redis) -> None:
+    try:
+        client.xgroup_create(usage.STREAM, usage.GROUP, id="0", mkstream=True)
+    except redis_lib.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _row(event: dict[str, Any]) -> UsageEvent:
+    fields = dict(event)
+    fields["created_at"] = datetime.fromtimestamp(fields.pop("created_at"), UTC)
+    return UsageEvent(**fields)
+
+
+def _store(entries: list[tuple[Any, dict[Any, Any]]]) -> int:
+    rows = [_row(usage.decode(fields)) for _, fields in entries]
+    with transaction.atomic(durable=True):
+        # A redelivered event (its first batch committed, the ack was lost)
+        # hits the unique request_id and is skipped.
+        created = UsageEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=BATCH)
+    return len(created)
+
+
+def usage_drain(*, max_batches: int = 50) -> int:
+    """Moves pending usage events from Redis into PostgreSQL; returns how many were read.
+
+    Safe to run concurrently and repeatedly: each consumer gets its own events,
+    and rows are unique on the request id.
+    """
+    client = redis.sync_client()
+    _ensure_group(client)
+    consumer = f"{socket.gethostname()}-{os.getpid()}"
+    total = 0
+    claimed: Any = client.xautoclaim(usage.STREAM, usage.GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=BATCH)
+    batches = [claimed[1]] if claimed and claimed[1] else []
+    for _ in range(max_batches):
+        if not batches:
+            reply: Any = client.xreadgroup(usage.GROUP, consumer, {usage.STREAM: ">"}, count=BATCH)
+            if not reply:
+                break
+            batches.append(reply[0][1])
+        entries = [entry for entry in batches.pop() if entry[1]]
+        if not entries:
+            continue
+        _store(entries)
+        ids = [entry_id for entry_id, _ in entries]
+        client.xack(usage.STREAM, usage.GROUP, *ids)
+        client.xdel(usage.STREAM, *ids)
+        total += len(entries)
+    if total:
+        logger.info("usage drained", extra={"events": total})
+    return total

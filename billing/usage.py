@@ -1,0 +1,53 @@
+"""The usage stream: the gateway appends one event per request to Redis; the
+drain moves them into PostgreSQL in batches, idempotent on the request id.
+
+Appending is one XADD on the hot path. The stream is read through a consumer
+group: an event is acknowledged (and deleted) only after its row committed,
+so a worker that dies mid-batch leaves its events to be claimed again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis.asyncio
+
+from oneflow.lib import json
+
+STREAM = "oneflow:usage"
+GROUP = "drain"
+FIELD = b"e"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    request_id: str
+    organization_id: int
+    api_key_id: int | None
+    endpoint: str
+    public_model: str
+    deployment_id: int | None
+    provider: str
+    stream: bool
+    status_code: int
+    error_type: str
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    usage_source: str
+    latency_ms: int
+    ttft_ms: int | None
+    attempts: int
+    client_disconnected: bool
+    created_at: float  # unix seconds, when the request arrived
+
+
+async def usage_append(client: redis.asyncio.Redis, record: UsageRecord) -> None:
+    await client.xadd(STREAM, {FIELD: json.dumps(asdict(record))})
+
+
+def decode(fields: dict[Any, Any]) -> dict[str, Any]:
+    raw = fields.get(FIELD) or fields.get(FIELD.decode()) or b"{}"
+    value: dict[str, Any] = json.loads(raw)
+    return value

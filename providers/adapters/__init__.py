@@ -1,0 +1,22 @@
+"""Provider adapters, by provider kind."""
+
+from __future__ import annotations
+
+from providers.adapters.base import Adapter, ErrorKind, Target, UpstreamError
+from providers.adapters.openai import AzureOpenAIAdapter, OpenAIAdapter
+from providers.adapters.simulator import SimulatorAdapter
+from providers.models import Provider
+
+ADAPTERS: dict[str, Adapter] = {
+    Provider.Kind.OPENAI: OpenAIAdapter(),
+    Provider.Kind.OPENAI_COMPATIBLE: OpenAIAdapter(),
+    Provider.Kind.AZURE_OPENAI: AzureOpenAIAdapter(),
+    Provider.Kind.SIMULATOR: SimulatorAdapter(),
+}
+
+
+def adapter_for(kind: str) -> Adapter:
+    return ADAPTERS[kind]
+
+
+__all__ = ["ADAPTERS", "Adapter", "ErrorKind", "Target", "UpstreamError", "adapter_for"]

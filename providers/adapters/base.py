@@ -1,0 +1,158 @@
+"""The interface every provider adapter implements, and its typed error.
+
+Adapters speak one provider's wire protocol over the shared HTTP client and
+present the gateway's internal format: OpenAI Chat Completions dicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from oneflow.lib import http, json
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Everything an adapter needs to call one deployment, resolved in advance."""
+
+    deployment_id: int
+    provider_name: str
+    kind: str
+    base_url: str
+    upstream_model: str
+    api_key: str = field(repr=False)
+    api_version: str = ""
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    simulator: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ErrorKind(enum.Enum):
+    REQUEST = "request"  # the caller's input is wrong: never retried
+    DEPLOYMENT = "deployment"  # this deployment cannot serve (credential, model missing): try another
+    TRANSIENT = "transient"  # overload, 5xx, timeout, reset: retry with backoff
+
+
+class UpstreamError(Exception):
+    """A failed upstream call, classified, with the status the client should see.
+
+    ``message`` is safe to show the caller: it never carries the provider's
+    credential or raw internals.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: ErrorKind,
+        status: int,
+        upstream_status: int | None = None,
+        retry_after: float | None = None,
+        mid_stream: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.status = status
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+        self.mid_stream = mid_stream
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind is ErrorKind.TRANSIENT
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    raw = headers.get("retry-after-ms")
+    scale = 1000.0
+    if raw is None:
+        raw, scale = headers.get("retry-after"), 1.0
+    try:
+        return float(raw) / scale if raw is not None else None
+    except ValueError:
+        return None
+
+
+def classify_status(status: int, message: str, headers: Mapping[str, str]) -> UpstreamError:
+    """Maps an upstream HTTP error status onto OneFlow's error classes."""
+    if status in (400, 413, 422):
+        return UpstreamError(message, kind=ErrorKind.REQUEST, status=400, upstream_status=status)
+    if status in (401, 403):
+        text = "The upstream provider refused OneFlow's credential for this model."
+        return UpstreamError(text, kind=ErrorKind.DEPLOYMENT, status=502, upstream_status=status)
+    if status == 404:
+        text = "The upstream provider does not know this deployment's model."
+        return UpstreamError(text, kind=ErrorKind.DEPLOYMENT, status=502, upstream_status=status)
+    if status == 429:
+        text = "The upstream provider is rate limiting; try again shortly."
+        retry_after = _retry_after(headers)
+        return UpstreamError(
+            text, kind=ErrorKind.TRANSIENT, status=429, upstream_status=status, retry_after=retry_after
+        )
+    text = f"The upstream provider failed (HTTP {status})."
+    return UpstreamError(text, kind=ErrorKind.TRANSIENT, status=502, upstream_status=status)
+
+
+def connection_error(exc: BaseException, *, mid_stream: bool = False) -> UpstreamError:
+    if isinstance(exc, asyncio.TimeoutError):
+        return UpstreamError(
+            "The upstream provider timed out.", kind=ErrorKind.TRANSIENT, status=504, mid_stream=mid_stream
+        )
+    return UpstreamError(
+        "Could not reach the upstream provider.", kind=ErrorKind.TRANSIENT, status=502, mid_stream=mid_stream
+    )
+
+
+def malformed(mid_stream: bool = False) -> UpstreamError:
+    return UpstreamError(
+        "The upstream provider sent a malformed response.",
+        kind=ErrorKind.TRANSIENT,
+        status=502,
+        mid_stream=mid_stream,
+    )
+
+
+class Adapter:
+    """One provider protocol. Subclasses implement the calls they support."""
+
+    async def chat(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        raise UpstreamError("This provider does not serve chat.", kind=ErrorKind.DEPLOYMENT, status=400)
+
+    def chat_stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        raise UpstreamError("This provider does not stream chat.", kind=ErrorKind.DEPLOYMENT, status=400)
+
+    async def embeddings(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        raise UpstreamError("This provider does not serve embeddings.", kind=ErrorKind.DEPLOYMENT, status=400)
+
+
+async def post_json(
+    url: str, payload: dict[str, Any], *, headers: Mapping[str, str], target: Target, error_message: Any
+) -> dict[str, Any]:
+    """POSTs JSON and returns the decoded 2xx body, or raises a classified UpstreamError.
+
+    ``error_message(body_bytes)`` extracts the provider's message from an error
+    body; it is shown to the caller only for request errors (their input).
+    """
+    timeout = http.timeout(connect=target.connect_timeout, read=target.read_timeout)
+    try:
+        async with http.session().post(url, data=json.dumps(payload), headers=headers, timeout=timeout) as response:
+            raw = await response.read()
+            if response.status >= 400:
+                raise classify_status(response.status, error_message(raw), response.headers)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise connection_error(exc) from None
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError:
+        raise malformed() from None
+    if not isinstance(body, dict):
+        raise malformed()
+    return body

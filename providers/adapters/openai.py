@@ -1,0 +1,111 @@
+"""OpenAI and every OpenAI-compatible server (vLLM, Ollama, Groq, Mistral,
+DeepSeek, Together), plus Azure OpenAI's URL and header variant."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from oneflow.lib import http, json, sse
+from providers.adapters.base import (
+    Adapter,
+    ErrorKind,
+    Target,
+    UpstreamError,
+    classify_status,
+    connection_error,
+    malformed,
+    post_json,
+)
+
+
+def error_message(raw: bytes) -> str:
+    """The provider's own message for a request error (it describes the caller's input)."""
+    try:
+        body = json.loads(raw)
+        message = body["error"]["message"] if isinstance(body.get("error"), dict) else body.get("message")
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
+        message = None
+    return str(message)[:1000] if message else "The upstream provider rejected the request."
+
+
+class OpenAIAdapter(Adapter):
+    azure = False
+
+    def url(self, target: Target, operation: str) -> str:
+        base = target.base_url.rstrip("/")
+        if self.azure:
+            version = target.api_version or "2024-10-21"
+            return f"{base}/openai/deployments/{target.upstream_model}/{operation}?api-version={version}"
+        return f"{base}/{operation}"
+
+    def headers(self, target: Target) -> dict[str, str]:
+        auth = {"api-key": target.api_key} if self.azure else {"Authorization": f"Bearer {target.api_key}"}
+        return {**target.extra_headers, **auth, "Content-Type": "application/json"}
+
+    async def chat(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        payload = {**body, "model": target.upstream_model}
+        return await post_json(
+            self.url(target, "chat/completions"),
+            payload,
+            headers=self.headers(target),
+            target=target,
+            error_message=error_message,
+        )
+
+    async def embeddings(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        payload = {**body, "model": target.upstream_model}
+        return await post_json(
+            self.url(target, "embeddings"),
+            payload,
+            headers=self.headers(target),
+            target=target,
+            error_message=error_message,
+        )
+
+    async def chat_stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        # Always ask for usage: the gateway bills from it and strips the usage
+        # chunk again when the client did not ask for one.
+        payload = {
+            **body,
+            "model": target.upstream_model,
+            "stream": True,
+            "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
+        }
+        timeout = http.timeout(connect=target.connect_timeout, read=target.read_timeout)
+        url = self.url(target, "chat/completions")
+        started = False
+        try:
+            async with http.session().post(
+                url, data=json.dumps(payload), headers=self.headers(target), timeout=timeout
+            ) as response:
+                if response.status >= 400:
+                    raw = await response.read()
+                    raise classify_status(response.status, error_message(raw), response.headers)
+                async for event in sse.read_events(response.content):
+                    if event.data == "[DONE]":
+                        return
+                    chunk = _decode_chunk(event.data, mid_stream=started)
+                    started = True
+                    yield chunk
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise connection_error(exc, mid_stream=started) from None
+
+
+def _decode_chunk(data: str, *, mid_stream: bool) -> dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError:
+        raise malformed(mid_stream=mid_stream) from None
+    if not isinstance(chunk, dict):
+        raise malformed(mid_stream=mid_stream)
+    if isinstance(chunk.get("error"), dict):
+        message = str(chunk["error"].get("message") or "The upstream provider failed mid-stream.")
+        raise UpstreamError(message[:1000], kind=ErrorKind.TRANSIENT, status=502, mid_stream=mid_stream)
+    return chunk
+
+
+class AzureOpenAIAdapter(OpenAIAdapter):
+    azure = True

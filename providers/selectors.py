@@ -1,0 +1,145 @@
+"""Reads for providers: the catalog of public models and their deployments.
+
+The gateway holds the catalog in process (routing.snapshots) and rebuilds it
+when the configuration version changes, so no request reads these tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from oneflow.lib.crypto import unseal
+from providers.adapters.base import Target
+from providers.models import Credential, Deployment, Provider, PublicModel
+
+logger = logging.getLogger(__name__)
+
+
+class CredentialUnavailable(Exception):
+    pass
+
+
+def credential_resolve(credential: Credential) -> str:
+    """The secret itself: unsealed, or read from the environment or a file."""
+    if credential.reference.startswith("env:"):
+        value = os.environ.get(credential.reference[4:], "")
+    elif credential.reference.startswith("file:"):
+        try:
+            value = Path(credential.reference[5:]).read_text().strip()
+        except OSError:
+            value = ""
+    else:
+        value = (unseal(credential.sealed_secret) or "") if credential.sealed_secret else ""
+    if not value:
+        raise CredentialUnavailable(f"credential {credential.pk} has no readable secret")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentView:
+    id: int
+    target: Target
+    priority: int
+    weight: int
+    capabilities: tuple[str, ...]
+    cost_input_per_1m: Decimal
+    cost_cached_input_per_1m: Decimal
+    cost_output_per_1m: Decimal
+    rpm_quota: int | None
+    tpm_quota: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    id: int
+    name: str
+    kind: str
+    owned_by: str
+    is_public: bool
+    created: int
+    deployments: tuple[DeploymentView, ...]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    by_name: dict[str, ModelView]  # names and aliases
+    listed: tuple[ModelView, ...]  # each model once, by name
+
+    def find(self, name: str) -> ModelView | None:
+        return self.by_name.get(name)
+
+
+def _target(deployment: Deployment, api_key: str) -> Target:
+    provider = deployment.provider
+    return Target(
+        deployment_id=deployment.pk,
+        provider_name=provider.name,
+        kind=provider.kind,
+        base_url=provider.base_url,
+        upstream_model=deployment.upstream_model,
+        api_key=api_key,
+        api_version=provider.api_version,
+        extra_headers={str(k): str(v) for k, v in (provider.extra_headers or {}).items()},
+        connect_timeout=provider.connect_timeout,
+        read_timeout=provider.read_timeout,
+        simulator=dict(provider.simulator or {}),
+    )
+
+
+def _deployment_view(deployment: Deployment) -> DeploymentView | None:
+    api_key = ""
+    if deployment.credential is not None:
+        if deployment.credential.status != Credential.Status.ACTIVE:
+            return None
+        try:
+            api_key = credential_resolve(deployment.credential)
+        except CredentialUnavailable:
+            logger.warning("deployment skipped: credential unreadable", extra={"deployment_id": deployment.pk})
+            return None
+    elif deployment.provider.kind != Provider.Kind.SIMULATOR:
+        return None
+    return DeploymentView(
+        id=deployment.pk,
+        target=_target(deployment, api_key),
+        priority=deployment.priority,
+        weight=deployment.weight,
+        capabilities=tuple(deployment.capabilities or ()),
+        cost_input_per_1m=deployment.cost_input_per_1m,
+        cost_cached_input_per_1m=deployment.cost_cached_input_per_1m,
+        cost_output_per_1m=deployment.cost_output_per_1m,
+        rpm_quota=deployment.rpm_quota,
+        tpm_quota=deployment.tpm_quota,
+    )
+
+
+def catalog_build() -> Catalog:
+    deployments = (
+        Deployment.objects.filter(enabled=True, provider__enabled=True)
+        .select_related("provider", "credential")
+        .order_by("priority", "-weight", "pk")
+    )
+    by_model: dict[int, list[DeploymentView]] = {}
+    for deployment in deployments:
+        view = _deployment_view(deployment)
+        if view is not None:
+            by_model.setdefault(deployment.public_model_id, []).append(view)
+    listed = []
+    by_name: dict[str, ModelView] = {}
+    for model in PublicModel.objects.order_by("name"):
+        model_view = ModelView(
+            id=model.pk,
+            name=model.name,
+            kind=model.kind,
+            owned_by=model.owned_by,
+            is_public=model.is_public,
+            created=int(model.created_at.timestamp()),
+            deployments=tuple(by_model.get(model.pk, ())),
+        )
+        listed.append(model_view)
+        for alias in [*(model.aliases or []), model.name]:
+            by_name[str(alias)] = model_view
+    return Catalog(by_name=by_name, listed=tuple(listed))

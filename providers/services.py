@@ -1,0 +1,83 @@
+"""Writes for providers. Every change advances the configuration version, so
+gateways pick it up on their next request."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+
+from django.db import transaction
+
+from oneflow.lib import config_version
+from oneflow.lib.crypto import seal
+from oneflow.lib.errors import InvalidInput
+from providers.models import Credential, Deployment, Provider, PublicModel
+
+
+def provider_config_changed() -> None:
+    """Call after any admin edit of providers, credentials, models or deployments."""
+    config_version.bump()
+
+
+def credential_set_secret(*, credential: Credential, secret: str) -> Credential:
+    """Stores a new secret, sealed; the old one is gone (secrets are write-only)."""
+    if not secret.strip():
+        raise InvalidInput("The secret is empty.", param="secret")
+    credential.sealed_secret = seal(secret.strip())
+    credential.reference = ""
+    credential.status = Credential.Status.ACTIVE
+    credential.status_reason = ""
+    credential.save(update_fields=["sealed_secret", "reference", "status", "status_reason"])
+    provider_config_changed()
+    return credential
+
+
+DEMO_CHAT_MODEL = "gpt-4o-mini"
+DEMO_EMBEDDING_MODEL = "text-embedding-3-small"
+
+
+def _deployment(model: PublicModel, provider: Provider, credential: Credential | None, *, enabled: bool) -> None:
+    Deployment.objects.update_or_create(
+        public_model=model,
+        provider=provider,
+        upstream_model=model.name,
+        defaults={
+            "credential": credential,
+            "enabled": enabled,
+            "cost_input_per_1m": Decimal("0.15") if model.kind == PublicModel.Kind.CHAT else Decimal("0.02"),
+            "cost_output_per_1m": Decimal("0.60") if model.kind == PublicModel.Kind.CHAT else Decimal(0),
+        },
+    )
+
+
+def catalog_seed_demo() -> bool:
+    """A simulator serving the demo models, or OpenAI when ``OPENAI_API_KEY`` is set.
+
+    Returns whether OpenAI serves them. Re-running only adjusts which one is enabled.
+    """
+    use_openai = bool(os.environ.get("OPENAI_API_KEY"))
+    with transaction.atomic(durable=True):
+        simulator, _ = Provider.objects.get_or_create(
+            name="Simulator", defaults={"kind": Provider.Kind.SIMULATOR, "simulator": {"ttft_ms": 20}}
+        )
+        models = [
+            PublicModel.objects.get_or_create(name=DEMO_CHAT_MODEL, defaults={"owned_by": "openai"})[0],
+            PublicModel.objects.get_or_create(
+                name=DEMO_EMBEDDING_MODEL, defaults={"kind": PublicModel.Kind.EMBEDDING, "owned_by": "openai"}
+            )[0],
+        ]
+        openai = credential = None
+        if use_openai:
+            openai, _ = Provider.objects.get_or_create(
+                name="OpenAI", defaults={"kind": Provider.Kind.OPENAI, "base_url": "https://api.openai.com/v1"}
+            )
+            credential, _ = Credential.objects.get_or_create(
+                provider=openai, name="OPENAI_API_KEY", defaults={"reference": "env:OPENAI_API_KEY"}
+            )
+        for model in models:
+            _deployment(model, simulator, None, enabled=not use_openai)
+            if openai is not None:
+                _deployment(model, openai, credential, enabled=True)
+        Deployment.objects.filter(provider__name="OpenAI", public_model__in=models).update(enabled=use_openai)
+        provider_config_changed()
+    return use_openai

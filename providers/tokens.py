@@ -1,0 +1,76 @@
+"""Offline token counting, for upstreams that report no usage.
+
+Encodings ship inside the quicktok package (no download at run time). Counts
+are estimates for non-OpenAI models, whose tokenizers differ; usage counted
+here is marked "estimated" wherever it is stored.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import quicktok
+
+# tiktoken's model table (PROTOCOLS.md §4); anything else falls back to cl100k.
+_O200K_PREFIXES = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4-mini")
+# Chat framing from the OpenAI cookbook: per message, per name, and the reply primer.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMER = 3
+
+
+@cache
+def _encoding(name: str) -> Any:
+    return quicktok.get_encoding(name)
+
+
+def encoding_name(model: str) -> str:
+    bare = model.rsplit("/", 1)[-1].lower()
+    if bare.startswith("gpt-oss"):
+        return "o200k_harmony"
+    if bare.startswith(_O200K_PREFIXES):
+        return "o200k_base"
+    return "cl100k_base"
+
+
+def count_text(text: str, *, model: str) -> int:
+    # count() treats special-token strings as ordinary text, as a provider
+    # tokenizing user input does; it never raises on "<|endoftext|>".
+    return int(_encoding(encoding_name(model)).count(text))
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def count_chat_prompt(body: dict[str, Any], *, model: str) -> int:
+    """Prompt tokens of an OpenAI chat request: messages, tool schemas and framing."""
+    total = REPLY_PRIMER
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        total += TOKENS_PER_MESSAGE + count_text(_content_text(message.get("content")), model=model)
+        if message.get("name"):
+            total += TOKENS_PER_NAME + count_text(str(message["name"]), model=model)
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            total += count_text(f"{function.get('name', '')}{function.get('arguments', '')}", model=model)
+    if body.get("tools"):
+        # Tool schemas reach the model as text; their JSON is a fair upper estimate.
+        total += count_text(str(body["tools"]), model=model)
+    return total
+
+
+def count_embedding_input(value: Any, *, model: str) -> int:
+    if isinstance(value, str):
+        return count_text(value, model=model)
+    if isinstance(value, list) and value and all(isinstance(item, int) for item in value):
+        return len(value)
+    if isinstance(value, list):
+        return sum(count_embedding_input(item, model=model) for item in value)
+    return 0

@@ -1,0 +1,1 @@
+"""Pure translations between OneFlow's internal OpenAI format and other providers' wire formats."""

@@ -1,0 +1,788 @@
+"""OpenAI Chat Completions <-> Anthropic Messages, in both directions.
+
+Upstream (PROTOCOLS §3.1): OneFlow works in the OpenAI format and calls an
+Anthropic model, so requests go OpenAI -> Anthropic and answers come back.
+Client (PROTOCOLS §2.2): a customer calls OneFlow's ``/v1/messages``, so its
+request becomes an internal OpenAI request and the answer goes back as an
+Anthropic message or event stream.
+
+Everything here is a pure function of decoded JSON; no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from typing import Any
+
+from oneflow.lib.errors import InvalidInput
+
+Json = dict[str, Any]
+
+# The forced tool that stands in for OpenAI's JSON modes; its input is the answer.
+JSON_TOOL = "json_tool_call"
+
+_DATA_URI = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?:;[^;,]*)*;base64,(?P<data>.*)", re.DOTALL)
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_PHONE = re.compile(r"\+?[\d\s().-]+")
+
+_FINISH_FROM_ANTHROPIC = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_STOP_FROM_OPENAI = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+class UpstreamStreamError(Exception):
+    """The upstream reported an error after the stream had started (HTTP status already 200)."""
+
+    def __init__(self, message: str, *, error_type: str = "api_error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_type = error_type
+
+
+def drop_none(fields: Json) -> Json:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def is_json_mode(body: Json) -> bool:
+    """Whether an OpenAI request asks for JSON, so the answer's JSON tool call must become content."""
+    return (body.get("response_format") or {}).get("type") in {"json_object", "json_schema"}
+
+
+def finish_reason_from_anthropic(stop_reason: str | None) -> str:
+    return _FINISH_FROM_ANTHROPIC.get(stop_reason or "", "stop")
+
+
+def openai_usage(*, prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> Json:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def _usage_from_anthropic(usage: Json) -> Json:
+    # Anthropic's input_tokens excludes both cache reads and cache writes; OpenAI's prompt_tokens is everything.
+    cached = usage.get("cache_read_input_tokens") or 0
+    prompt = (usage.get("input_tokens") or 0) + cached + (usage.get("cache_creation_input_tokens") or 0)
+    return openai_usage(prompt=prompt, completion=usage.get("output_tokens") or 0, cached=cached)
+
+
+def _bad_message(index: int, problem: str) -> InvalidInput:
+    return InvalidInput(f"messages[{index}]: {problem}", param="messages")
+
+
+# --- Upstream: OpenAI request -> Anthropic request -------------------------------------------
+
+
+def openai_to_anthropic_request(body: Json, *, upstream_model: str, default_max_tokens: int = 4096) -> Json:
+    if body.get("n") not in (None, 1):
+        raise InvalidInput("Anthropic models return a single choice; n must be 1.", param="n")
+    system, turns = _anthropic_turns(body.get("messages"))
+    request = {
+        "model": upstream_model,
+        "max_tokens": _first_set(body.get("max_completion_tokens"), body.get("max_tokens"), default_max_tokens),
+        "system": system or None,
+        "messages": turns,
+        "stop_sequences": _stop_list(body.get("stop")),
+        "temperature": _clamp(body.get("temperature")),
+        "top_p": body.get("top_p"),
+        "metadata": _metadata(body.get("user")),
+        "stream": body.get("stream"),
+    }
+    return drop_none(request) | _tool_fields(body, turns)
+
+
+def _first_set(*values: Any) -> Any:
+    return next((value for value in values if value is not None), None)
+
+
+def _stop_list(stop: Any) -> list[str] | None:
+    if isinstance(stop, str):
+        return [stop]
+    return list(stop) if stop else None
+
+
+def _clamp(temperature: Any) -> Any:
+    # OpenAI allows up to 2, Anthropic up to 1: the nearest value beats a 400.
+    if isinstance(temperature, int | float):
+        return min(max(temperature, 0), 1)
+    return None
+
+
+def _metadata(user: Any) -> Json | None:
+    # Anthropic asks for an opaque id; never forward what looks like personal data.
+    if not isinstance(user, str) or not user or _EMAIL.fullmatch(user):
+        return None
+    if _PHONE.fullmatch(user) and sum(char.isdigit() for char in user) >= 7:
+        return None
+    return {"user_id": user}
+
+
+def _anthropic_turns(messages: Any) -> tuple[list[Json], list[Json]]:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInput("messages must be a non-empty list.", param="messages")
+    system: list[Json] = []
+    turns: list[Json] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _bad_message(index, "each message must be an object.")
+        role = message.get("role")
+        if role in {"system", "developer"}:
+            system += _content_blocks(message.get("content"), index)
+        elif role == "user":
+            _append_turn(turns, "user", _content_blocks(message.get("content"), index))
+        elif role == "assistant":
+            _append_turn(turns, "assistant", _assistant_blocks(message, index))
+        elif role == "tool":
+            _append_turn(turns, "user", [_tool_result_block(message, index)])
+        else:
+            raise _bad_message(index, f"role {role!r} is not supported for Anthropic models.")
+    if not turns:
+        raise InvalidInput("messages must contain at least one user or assistant message.", param="messages")
+    _trim_prefill(turns)
+    return system, turns
+
+
+def _append_turn(turns: list[Json], role: str, blocks: list[Json]) -> None:
+    # Anthropic requires strictly alternating roles, so neighbours of one role merge.
+    if not blocks:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1]["content"].extend(blocks)
+    else:
+        turns.append({"role": role, "content": list(blocks)})
+
+
+def _trim_prefill(turns: list[Json]) -> None:
+    # A final assistant turn is a prefill, which Anthropic rejects if it ends in whitespace.
+    last = turns[-1]
+    if last["role"] == "assistant" and last["content"][-1]["type"] == "text":
+        last["content"][-1]["text"] = last["content"][-1]["text"].rstrip()
+
+
+def _content_blocks(content: Any, index: int) -> list[Json]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        parts: list[Any] = [{"type": "text", "text": content}]
+    elif isinstance(content, list):
+        parts = content
+    else:
+        raise _bad_message(index, "content must be a string or a list of parts.")
+    blocks = [_content_block(part, index) for part in parts]
+    return [block for block in blocks if block is not None]
+
+
+def _content_block(part: Any, index: int) -> Json | None:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in {"text", "refusal"}:
+        text = part.get(kind) or ""
+        # Anthropic rejects text blocks without visible text.
+        block: Json | None = {"type": "text", "text": text} if text.strip() else None
+    elif kind == "image_url":
+        block = {"type": "image", "source": _image_source(part.get("image_url"), index)}
+    elif kind == "file":
+        block = _document_block(part.get("file") or {}, index)
+    else:
+        raise _bad_message(index, f"content part type {kind!r} is not supported for Anthropic models.")
+    if block is not None and isinstance(part.get("cache_control"), dict):
+        block["cache_control"] = part["cache_control"]
+    return block
+
+
+def _image_source(image_url: Any, index: int) -> Json:
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    if not isinstance(url, str):
+        raise _bad_message(index, "image_url.url must be a string.")
+    if match := _DATA_URI.fullmatch(url):
+        return {"type": "base64", "media_type": match["mime"], "data": match["data"]}
+    if url.startswith(("https://", "http://")):
+        return {"type": "url", "url": url}
+    raise _bad_message(index, "image_url.url must be an http(s) URL or a base64 data URI.")
+
+
+def _document_block(file: Json, index: int) -> Json:
+    match = _DATA_URI.fullmatch(file.get("file_data") or "")
+    if not match or match["mime"] != "application/pdf":
+        raise _bad_message(index, "only base64 PDF file parts (file.file_data) are supported for Anthropic models.")
+    return {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": match["data"]}}
+
+
+def _assistant_blocks(message: Json, index: int) -> list[Json]:
+    blocks = _content_blocks(message.get("content"), index)
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        if not call.get("id") or not function.get("name"):
+            raise _bad_message(index, "each tool call needs an id and function.name.")
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "input": _arguments(function.get("arguments"), index),
+            },
+        )
+    return blocks
+
+
+def _arguments(arguments: Any, index: int) -> Json:
+    try:
+        value = json.loads(arguments) if arguments else {}
+    except (TypeError, ValueError) as exc:
+        raise _bad_message(index, "tool_calls[].function.arguments is not valid JSON.") from exc
+    if not isinstance(value, dict):
+        raise _bad_message(index, "tool_calls[].function.arguments must encode a JSON object.")
+    return value
+
+
+def _tool_result_block(message: Json, index: int) -> Json:
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise _bad_message(index, "a tool message needs its tool_call_id.")
+    content = message.get("content")
+    result: Json = {"type": "tool_result", "tool_use_id": call_id}
+    if isinstance(content, str):
+        if content:
+            result["content"] = content
+    elif blocks := _content_blocks(content, index):
+        result["content"] = blocks
+    return result
+
+
+def _tool_fields(body: Json, turns: list[Json]) -> Json:
+    tools = [_anthropic_tool(tool) for tool in body.get("tools") or []]
+    choice = _anthropic_tool_choice(body.get("tool_choice"))
+    schema = _json_schema(body.get("response_format"))
+    if schema is not None:
+        # Forcing the JSON tool would rule out the caller's own tools, so it is forced only when alone.
+        if not tools:
+            choice = {"type": "tool", "name": JSON_TOOL}
+        tools.append({"name": JSON_TOOL, "description": "Respond with the JSON answer.", "input_schema": schema})
+    elif not tools:
+        # Anthropic refuses tool_use/tool_result history unless tools are defined; declare them, unusable.
+        tools = _stub_tools(turns)
+        choice = {"type": "none"} if tools else None
+    if not tools:
+        return {}
+    if body.get("parallel_tool_calls") is False:
+        choice = choice or {"type": "auto"}
+        if choice["type"] != "none":
+            choice = {**choice, "disable_parallel_tool_use": True}
+    return drop_none({"tools": tools, "tool_choice": choice})
+
+
+def _anthropic_tool(tool: Any) -> Json:
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+        raise InvalidInput("Only function tools are supported for Anthropic models.", param="tools")
+    function = tool.get("function") or {}
+    if not function.get("name"):
+        raise InvalidInput("Each tool needs function.name.", param="tools")
+    return drop_none(
+        {
+            "name": function["name"],
+            "description": function.get("description"),
+            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        },
+    )
+
+
+def _anthropic_tool_choice(choice: Any) -> Json | None:
+    if choice is None:
+        return None
+    simple = {"auto": "auto", "required": "any", "none": "none"}
+    if isinstance(choice, str) and choice in simple:
+        return {"type": simple[choice]}
+    name = ((choice.get("function") or {}).get("name")) if isinstance(choice, dict) else None
+    if not name:
+        raise InvalidInput("tool_choice must be none, auto, required or a named function.", param="tool_choice")
+    return {"type": "tool", "name": name}
+
+
+def _json_schema(response_format: Any) -> Json | None:
+    kind = (response_format or {}).get("type")
+    if kind in {None, "text"}:
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind == "json_schema":
+        return (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+    raise InvalidInput(f"response_format type {kind!r} is not supported.", param="response_format")
+
+
+def _stub_tools(turns: list[Json]) -> list[Json]:
+    names = dict.fromkeys(
+        block["name"] for turn in turns for block in turn["content"] if block["type"] == "tool_use" and block["name"]
+    )
+    return [
+        {"name": name, "description": "Used earlier in this conversation.", "input_schema": {"type": "object"}}
+        for name in names
+    ]
+
+
+# --- Upstream: Anthropic response -> OpenAI response -----------------------------------------
+
+
+def anthropic_to_openai_response(resp: Json, *, model: str, json_mode: bool = False) -> Json:
+    texts: list[str] = []
+    reasoning: list[str] = []
+    calls: list[Json] = []
+    json_answer: str | None = None
+    for block in resp.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "thinking":
+            reasoning.append(block.get("thinking") or "")
+        elif kind == "tool_use" and json_mode and block.get("name") == JSON_TOOL:
+            json_answer = json.dumps(block.get("input") or {})
+        elif kind == "tool_use":
+            calls.append(_openai_tool_call(block))
+    finish = finish_reason_from_anthropic(resp.get("stop_reason"))
+    if finish == "tool_calls" and not calls:
+        finish = "stop"  # the only tool called was the JSON tool, which the caller sees as content
+    # A preamble before the JSON tool call would make the content unparseable, so the JSON wins alone.
+    content = json_answer if json_answer is not None else ("".join(texts) if texts else None)
+    message: Json = {"role": "assistant", "content": content, "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    return {
+        "id": "chatcmpl-" + str(resp.get("id") or secrets.token_hex(12)).removeprefix("msg_"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": _usage_from_anthropic(resp.get("usage") or {}),
+        "system_fingerprint": None,
+    }
+
+
+def _openai_tool_call(block: Json) -> Json:
+    return {
+        "id": block.get("id"),
+        "type": "function",
+        "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
+    }
+
+
+class AnthropicStreamToOpenAI:
+    """Turns Anthropic stream events into OpenAI ``chat.completion.chunk`` dicts.
+
+    Feed every event in order; each call returns the chunks to send now (maybe
+    none). Usage chunks are the caller's: read ``usage`` once ``finished``. An
+    ``error`` event raises ``UpstreamStreamError``.
+    """
+
+    def __init__(self, *, model: str, completion_id: str, created: int, json_mode: bool = False) -> None:
+        self._frame = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        self._json_mode = json_mode
+        self._tool_of_block: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
+        self._json_blocks: set[int] = set()
+        self._raw_usage: Json = {}
+        self._started = False
+        self._finished = False
+
+    @property
+    def usage(self) -> Json | None:
+        return _usage_from_anthropic(self._raw_usage) if self._started else None
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def feed(self, event: str, data: Json) -> list[Json]:
+        handler = getattr(self, f"_on_{event or data.get('type')}", None)
+        return handler(data) if handler else []  # new event kinds are skipped, as the SDKs do
+
+    def _chunk(self, delta: Json, finish_reason: str | None = None) -> Json:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {**self._frame, "choices": [choice]}
+
+    def _record_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self._raw_usage |= {key: value for key, value in usage.items() if isinstance(value, int)}
+
+    def _on_message_start(self, data: Json) -> list[Json]:
+        self._started = True
+        self._record_usage((data.get("message") or {}).get("usage"))
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _on_content_block_start(self, data: Json) -> list[Json]:
+        index, block = data.get("index", 0), data.get("content_block") or {}
+        if block.get("type") == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        if block.get("type") != "tool_use":
+            return []
+        if self._json_mode and block.get("name") == JSON_TOOL:
+            self._json_blocks.add(index)
+            return []
+        tool_index = self._tool_of_block[index] = len(self._tool_of_block)
+        call = {"index": tool_index, "id": block.get("id"), "type": "function"}
+        call["function"] = {"name": block.get("name"), "arguments": ""}
+        return [self._chunk({"tool_calls": [call]})]
+
+    def _on_content_block_delta(self, data: Json) -> list[Json]:
+        index, delta = data.get("index", 0), data.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            return [self._chunk({"content": delta["text"]})]
+        if kind == "thinking_delta" and delta.get("thinking"):
+            return [self._chunk({"reasoning_content": delta["thinking"]})]
+        fragment = delta.get("partial_json")
+        if kind != "input_json_delta" or not fragment:
+            return []
+        if index in self._json_blocks:
+            return [self._chunk({"content": fragment})]
+        if index in self._tool_of_block:
+            call = {"index": self._tool_of_block[index], "function": {"arguments": fragment}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []
+
+    def _on_message_delta(self, data: Json) -> list[Json]:
+        self._record_usage(data.get("usage"))
+        finish = finish_reason_from_anthropic((data.get("delta") or {}).get("stop_reason"))
+        if finish == "tool_calls" and not self._tool_of_block:
+            finish = "stop"
+        return [self._chunk({}, finish)]
+
+    def _on_message_stop(self, data: Json) -> list[Json]:
+        self._finished = True
+        return []
+
+    def _on_error(self, data: Json) -> list[Json]:
+        error = data.get("error") or {}
+        raise UpstreamStreamError(
+            str(error.get("message") or "The upstream stream failed."),
+            error_type=str(error.get("type") or "api_error"),
+        )
+
+
+# --- Client: Anthropic request -> OpenAI request ---------------------------------------------
+
+
+def anthropic_request_to_openai(body: Json) -> Json:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidInput("model: a model name is required.", param="model")
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidInput("max_tokens: a positive integer is required.", param="max_tokens")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInput("messages: at least one message is required.", param="messages")
+    converted = _system_messages(body.get("system"))
+    for index, message in enumerate(messages):
+        converted += _openai_messages(message, index)
+    stream = body.get("stream") is True
+    request = {
+        "model": model,
+        "messages": converted,
+        "max_tokens": max_tokens,
+        "stop": _stop_sequences(body.get("stop_sequences")),
+        "temperature": body.get("temperature"),
+        "top_p": body.get("top_p"),
+        "user": (body.get("metadata") or {}).get("user_id"),
+        "stream": body.get("stream"),
+        # The Anthropic stream ends with usage, so the OpenAI side must always report it.
+        "stream_options": {"include_usage": True} if stream else None,
+        "tools": [_openai_tool(tool, index) for index, tool in enumerate(body.get("tools") or [])] or None,
+    }
+    return drop_none(request) | _openai_tool_choice(body.get("tool_choice"))
+
+
+def _system_messages(system: Any) -> list[Json]:
+    if system is None or system == "":
+        return []
+    if isinstance(system, str):
+        return [{"role": "system", "content": system}]
+    if isinstance(system, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in system):
+        return [{"role": "system", "content": "\n".join(block.get("text") or "" for block in system)}]
+    raise InvalidInput("system: must be a string or a list of text blocks.", param="system")
+
+
+def _stop_sequences(stop: Any) -> list[str] | None:
+    if stop is None:
+        return None
+    if not isinstance(stop, list) or not all(isinstance(item, str) for item in stop):
+        raise InvalidInput("stop_sequences: must be a list of strings.", param="stop_sequences")
+    return stop or None
+
+
+def _openai_messages(message: Any, index: int) -> list[Json]:
+    if not isinstance(message, dict):
+        raise _bad_message(index, "each message must be an object.")
+    role, content = message.get("role"), message.get("content")
+    if role not in {"user", "assistant"}:
+        raise _bad_message(index, f"role must be 'user' or 'assistant', not {role!r}.")
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+    if not isinstance(blocks, list) or not all(isinstance(block, dict) for block in blocks):
+        raise _bad_message(index, "content must be a string or a list of content blocks.")
+    return _from_user_blocks(blocks, index) if role == "user" else [_from_assistant_blocks(blocks, index)]
+
+
+def _from_user_blocks(blocks: list[Json], index: int) -> list[Json]:
+    # OpenAI wants tool results as their own messages right after the assistant's calls.
+    tool_messages: list[Json] = []
+    parts: list[Json] = []
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "text":
+            parts.append({"type": "text", "text": block.get("text") or ""})
+        elif kind == "image":
+            parts.append(_image_part(block, index))
+        elif kind == "tool_result":
+            text, images = _tool_result_content(block.get("content"), index)
+            tool_messages.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
+            parts += images  # OpenAI tool messages hold text only; images follow as user content
+        else:
+            raise _bad_message(index, f"content block type {kind!r} is not supported in a user message.")
+    if not parts:
+        return tool_messages
+    only_text = len(parts) == 1 and parts[0]["type"] == "text"
+    return [*tool_messages, {"role": "user", "content": parts[0]["text"] if only_text else parts}]
+
+
+def _image_part(block: Json, index: int) -> Json:
+    source = block.get("source") or {}
+    if source.get("type") == "base64" and source.get("media_type") and source.get("data"):
+        url = f"data:{source['media_type']};base64,{source['data']}"
+    elif source.get("type") == "url" and source.get("url"):
+        url = source["url"]
+    else:
+        raise _bad_message(index, "image source must be base64 (media_type, data) or url.")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _tool_result_content(content: Any, index: int) -> tuple[str, list[Json]]:
+    if content is None or isinstance(content, str):
+        return content or "", []
+    if not isinstance(content, list):
+        raise _bad_message(index, "tool_result content must be a string or a list of blocks.")
+    texts = [block.get("text") or "" for block in content if block.get("type") == "text"]
+    images = [_image_part(block, index) for block in content if block.get("type") == "image"]
+    return "\n".join(texts), images
+
+
+def _from_assistant_blocks(blocks: list[Json], index: int) -> Json:
+    texts: list[str] = []
+    calls: list[Json] = []
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "tool_use":
+            calls.append(_openai_tool_call(block))
+        elif kind not in {"thinking", "redacted_thinking"}:
+            raise _bad_message(index, f"content block type {kind!r} is not supported in an assistant message.")
+    message: Json = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _openai_tool(tool: Any, index: int) -> Json:
+    if not isinstance(tool, dict) or tool.get("type", "custom") != "custom" or not tool.get("name"):
+        raise InvalidInput(f"tools[{index}]: only custom tools with a name are supported.", param="tools")
+    function = {"name": tool["name"], "description": tool.get("description"), "parameters": tool.get("input_schema")}
+    return {"type": "function", "function": drop_none(function)}
+
+
+def _openai_tool_choice(choice: Any) -> Json:
+    if choice is None:
+        return {}
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    simple = {"auto": "auto", "any": "required", "none": "none"}
+    if kind in simple:
+        fields: Json = {"tool_choice": simple[kind]}
+    elif kind == "tool" and choice.get("name"):
+        fields = {"tool_choice": {"type": "function", "function": {"name": choice["name"]}}}
+    else:
+        raise InvalidInput("tool_choice: type must be auto, any, tool (with name) or none.", param="tool_choice")
+    if choice.get("disable_parallel_tool_use") is True:
+        fields["parallel_tool_calls"] = False
+    return fields
+
+
+# --- Client: OpenAI response -> Anthropic response -------------------------------------------
+
+
+def openai_response_to_anthropic(resp: Json, *, model: str) -> Json:
+    choice = (resp.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[Json] = []
+    text = _text_of(message.get("content")) or message.get("refusal")
+    if text:
+        content.append({"type": "text", "text": text})
+    content += [_tool_use_block(call) for call in message.get("tool_calls") or []]
+    return {
+        "id": _message_id(resp.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": _STOP_FROM_OPENAI.get(choice.get("finish_reason") or "", "end_turn"),
+        "stop_sequence": None,
+        "usage": _anthropic_usage(resp.get("usage")),
+    }
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(part.get("text") or "" for part in content if isinstance(part, dict))
+    return content if isinstance(content, str) else ""
+
+
+def _tool_use_block(call: Json) -> Json:
+    function = call.get("function") or {}
+    try:
+        arguments = json.loads(function.get("arguments") or "{}")
+    except ValueError:
+        arguments = {}  # the model produced broken JSON; an empty input keeps the message valid
+    return {
+        "type": "tool_use",
+        "id": call.get("id") or f"toolu_{secrets.token_hex(12)}",
+        "name": function.get("name") or "",
+        "input": arguments if isinstance(arguments, dict) else {},
+    }
+
+
+def _message_id(completion_id: Any) -> str:
+    suffix = str(completion_id).removeprefix("chatcmpl-") if completion_id else secrets.token_hex(12)
+    return f"msg_{suffix}"
+
+
+def _anthropic_usage(usage: Any) -> Json:
+    usage = usage if isinstance(usage, dict) else {}
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return {
+        "input_tokens": max((usage.get("prompt_tokens") or 0) - cached, 0),
+        "output_tokens": usage.get("completion_tokens") or 0,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
+
+
+class OpenAIStreamToAnthropic:
+    """Turns OpenAI ``chat.completion.chunk`` dicts into Anthropic ``(event, data)`` pairs.
+
+    ``feed`` each chunk (including the final usage chunk), then call ``finish``
+    once to close the message. Only choice 0 is translated: Anthropic has no n.
+    """
+
+    def __init__(self, *, model: str, message_id: str) -> None:
+        self._model = model
+        self._message_id = message_id
+        self._started = False
+        self._done = False
+        self._open: int | None = None  # index of the content block still open
+        self._open_is_text = False
+        self._blocks = 0
+        self._tool_blocks: dict[int, int] = {}  # OpenAI tool_calls index -> Anthropic block index
+        self._tool_ids: dict[int, str] = {}
+        self._stop_reason: str | None = None
+        self._usage: Json | None = None
+
+    def feed(self, chunk: Json) -> list[tuple[str, Json]]:
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        events = self._start()
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if text := delta.get("content") or delta.get("refusal"):
+                events += self._text(text)
+            for call in delta.get("tool_calls") or []:
+                events += self._tool_call(call)
+            if choice.get("finish_reason"):
+                self._stop_reason = _STOP_FROM_OPENAI.get(choice["finish_reason"], "end_turn")
+        return events
+
+    def finish(self) -> list[tuple[str, Json]]:
+        if self._done:
+            return []
+        self._done = True
+        usage = _anthropic_usage(self._usage)
+        final_usage = {"output_tokens": usage.pop("output_tokens")} | (usage if self._usage else {})
+        delta = {"stop_reason": self._stop_reason or "end_turn", "stop_sequence": None}
+        return [
+            *self._start(),
+            *self._close(),
+            ("message_delta", {"type": "message_delta", "delta": delta, "usage": final_usage}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+
+    def _start(self) -> list[tuple[str, Json]]:
+        if self._started:
+            return []
+        self._started = True
+        message: Json = {
+            "id": self._message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": _anthropic_usage(self._usage),
+        }
+        return [("message_start", {"type": "message_start", "message": message})]
+
+    def _open_block(self, block: Json, *, is_text: bool) -> list[tuple[str, Json]]:
+        events = self._close()
+        self._open, self._open_is_text = self._blocks, is_text
+        self._blocks += 1
+        return [
+            *events,
+            ("content_block_start", {"type": "content_block_start", "index": self._open, "content_block": block}),
+        ]
+
+    def _close(self) -> list[tuple[str, Json]]:
+        if self._open is None:
+            return []
+        index, self._open = self._open, None
+        return [("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+    def _delta(self, index: int, delta: Json) -> tuple[str, Json]:
+        return ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+    def _text(self, text: str) -> list[tuple[str, Json]]:
+        events: list[tuple[str, Json]] = []
+        if self._open is None or not self._open_is_text:
+            events = self._open_block({"type": "text", "text": ""}, is_text=True)
+        # An open text block is always the newest one.
+        return [*events, self._delta(self._blocks - 1, {"type": "text_delta", "text": text})]
+
+    def _tool_call(self, call: Json) -> list[tuple[str, Json]]:
+        position, call_id = call.get("index", 0), call.get("id")
+        function = call.get("function") or {}
+        events: list[tuple[str, Json]] = []
+        # Some OpenAI-compatible upstreams reuse index 0 for every call; a new id means a new call.
+        if position not in self._tool_blocks or (call_id and call_id != self._tool_ids.get(position)):
+            call_id = call_id or f"toolu_{secrets.token_hex(12)}"
+            block: Json = {"type": "tool_use", "id": call_id, "name": function.get("name") or "", "input": {}}
+            events = self._open_block(block, is_text=False)
+            self._tool_blocks[position], self._tool_ids[position] = self._blocks - 1, call_id
+        if function.get("arguments"):
+            delta = {"type": "input_json_delta", "partial_json": function["arguments"]}
+            events.append(self._delta(self._tool_blocks[position], delta))
+        return events

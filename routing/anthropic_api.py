@@ -1,0 +1,72 @@
+"""The Anthropic-compatible Messages endpoint, over the same proxy core.
+
+Requests are translated into the internal OpenAI format and answers back, so
+any deployment (OpenAI, Gemini, the simulator, Anthropic itself) serves
+Anthropic SDK clients.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from oneflow.lib import sse
+from oneflow.lib.errors import InvalidInput
+from providers.adapters import UpstreamError
+from providers.translate.anthropic import (
+    OpenAIStreamToAnthropic,
+    anthropic_request_to_openai,
+    openai_response_to_anthropic,
+)
+from routing import protocol
+from routing.errors import GatewayError, bad_request
+from routing.openai_api import read_json
+from routing.protocol import Request
+from routing.proxy import Call, admit, complete, finish, open_stream
+from routing.streaming import forward
+
+
+async def messages(request: Request) -> None:
+    call = Call(request=request, endpoint="messages")
+    try:
+        raw = await read_json(request)
+        if not isinstance(raw, dict):
+            raise bad_request("The request body must be a JSON object.")
+        try:
+            body = anthropic_request_to_openai(raw)
+        except InvalidInput as exc:
+            raise bad_request(exc.message, param=exc.param) from None
+        call.body, call.stream = body, bool(body.get("stream"))
+        await admit(call, raw.get("model"), kind="chat")
+        headers = {**call.response_headers(), "request-id": request.request_id}
+        if call.stream:
+            await _stream(call, str(raw.get("model")))
+        else:
+            result = await complete(call)
+            answer = openai_response_to_anthropic(result, model=str(raw.get("model")))
+            await protocol.send_json(request, 200, answer, {**headers, **call.response_headers()})
+    except GatewayError as error:
+        call.status_code = error.status
+        raise
+    finally:
+        await finish(call)
+
+
+async def _stream(call: Call, model: str) -> None:
+    # Ask for usage in the internal stream: Anthropic clients always get it.
+    call.body["stream_options"] = {"include_usage": True}
+    first, chunks = await open_stream(call)
+    await protocol.start_stream(call.request, {**call.response_headers(), "request-id": call.request.request_id})
+    translator = OpenAIStreamToAnthropic(model=model, message_id=f"msg_{uuid.uuid4().hex}")
+
+    def render(chunk: dict[str, Any]) -> list[bytes]:
+        return [sse.named_frame(event, data) for event, data in translator.feed(chunk)]
+
+    def closing() -> list[bytes]:
+        return [sse.named_frame(event, data) for event, data in translator.finish()]
+
+    def failing(error: UpstreamError) -> list[bytes]:
+        payload = {"type": "error", "error": {"type": "api_error", "message": error.message}}
+        return [sse.named_frame("error", payload)]
+
+    await forward(call, first, chunks, render=render, closing=closing, failing=failing)

@@ -1,0 +1,97 @@
+"""The proxy API as a lean ASGI application, mounted at /v1 by oneflow.asgi
+(through settings.ONEFLOW_PROXY_APP, since nothing may import routing)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from django.conf import settings
+
+from routing import anthropic_api, openai_api, protocol
+from routing.errors import GatewayError
+from routing.protocol import ClientGone, Receive, Request, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Request], Awaitable[None]]
+
+ROUTES: dict[tuple[str, str], Handler] = {
+    ("POST", "/v1/chat/completions"): openai_api.chat_completions,
+    ("POST", "/v1/embeddings"): openai_api.embeddings,
+    ("GET", "/v1/models"): openai_api.models_list,
+    ("POST", "/v1/messages"): anthropic_api.messages,
+}
+
+
+def _is_anthropic(request: Request) -> bool:
+    return request.path.startswith("/v1/messages")
+
+
+async def _render_error(request: Request, error: GatewayError) -> None:
+    headers = dict(error.headers)
+    if _is_anthropic(request):
+        headers["request-id"] = request.request_id
+        body = error.anthropic_body(request.request_id)
+    else:
+        body = error.openai_body()
+    await protocol.send_json(request, error.status, body, headers)
+
+
+def _cors_headers(request: Request) -> dict[str, str]:
+    origin = request.headers.get("origin")
+    if not origin or origin not in settings.CORS_ALLOWED_ORIGINS:
+        return {}
+    return {"access-control-allow-origin": origin, "vary": "origin"}
+
+
+async def _preflight(request: Request) -> None:
+    headers = _cors_headers(request)
+    if headers:
+        headers.update(
+            {
+                "access-control-allow-methods": "GET, POST, OPTIONS",
+                "access-control-allow-headers": request.headers.get("access-control-request-headers", "*"),
+                "access-control-max-age": "86400",
+            },
+        )
+    await request.send(
+        {
+            "type": "http.response.start",
+            "status": 204,
+            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+        }
+    )
+    await request.send({"type": "http.response.body", "body": b""})
+
+
+def _route(request: Request) -> Handler | None:
+    handler = ROUTES.get((request.method, request.path))
+    if handler is None and request.method == "GET" and request.path.startswith("/v1/models/"):
+        model_id = request.path.removeprefix("/v1/models/")
+        return lambda r: openai_api.model_retrieve(r, model_id)
+    return handler
+
+
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
+    request = Request(scope, receive, send)
+    if request.method == "OPTIONS":
+        await _preflight(request)
+        return
+    request.extra_headers = _cors_headers(request)
+    handler = _route(request)
+    try:
+        if handler is None:
+            known = any(path == request.path for _, path in ROUTES)
+            status = 405 if known else 404
+            raise GatewayError(status, f"No route for {request.method} {request.path}.", code="not_found")
+        await handler(request)
+    except GatewayError as error:
+        if not request.response_started:
+            await _render_error(request, error)
+    except ClientGone:
+        return
+    except Exception:
+        logger.exception("proxy request failed")
+        if not request.response_started:
+            await _render_error(request, GatewayError(500, "The server had an error processing your request."))

@@ -1,0 +1,78 @@
+"""Prometheus metrics of the proxy API, served at /metrics.
+
+Labels are bounded: the public model (unknown names fold into "other"), the
+provider name (operator-defined, few), the status class. Under several
+gunicorn workers, prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
+set by deploy/gunicorn.conf.py) sums the workers' values.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Histogram
+
+from providers.adapters import UpstreamError
+
+if TYPE_CHECKING:
+    from routing.proxy import Call
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
+_OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
+
+REQUESTS = Counter("oneflow_requests_total", "Proxied requests.", ["endpoint", "model", "provider", "status_class"])
+TOKENS = Counter("oneflow_tokens_total", "Tokens billed.", ["model", "provider", "type"])
+TOKENS_PER_REQUEST = Histogram(
+    "oneflow_request_tokens", "Tokens per request.", ["model", "type"], buckets=_TOKEN_BUCKETS
+)
+DURATION = Histogram(
+    "oneflow_request_duration_seconds",
+    "Time from request to last byte.",
+    ["endpoint", "model"],
+    buckets=_LATENCY_BUCKETS,
+)
+UPSTREAM_LATENCY = Histogram(
+    "oneflow_upstream_latency_seconds",
+    "Upstream time of non-streaming calls.",
+    ["provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+TTFT = Histogram(
+    "oneflow_time_to_first_token_seconds",
+    "Time to the first streamed chunk.",
+    ["model", "provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+OVERHEAD = Histogram(
+    "oneflow_gateway_overhead_seconds", "Request time not spent upstream (non-streaming).", buckets=_OVERHEAD_BUCKETS
+)
+UPSTREAM_ERRORS = Counter("oneflow_upstream_errors_total", "Failed upstream attempts.", ["provider", "kind"])
+
+
+def _status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+def upstream_failed(call: Call, error: UpstreamError) -> None:
+    UPSTREAM_ERRORS.labels(call.provider or "none", error.kind.value).inc()
+
+
+def request_done(call: Call) -> None:
+    model = call.model.name if call.model else "other"
+    provider = call.provider or "none"
+    REQUESTS.labels(call.endpoint, model, provider, _status_class(call.status_code)).inc()
+    elapsed = call.request.elapsed_ms() / 1000
+    DURATION.labels(call.endpoint, model).observe(elapsed)
+    if call.ttft_ms is not None:
+        TTFT.labels(model, provider).observe(call.ttft_ms / 1000)
+    if call.upstream_ms is not None:
+        UPSTREAM_LATENCY.labels(provider).observe(call.upstream_ms / 1000)
+        OVERHEAD.observe(max(0.0, elapsed - call.upstream_ms / 1000))
+    if call.usage:
+        prompt = int(call.usage.get("prompt_tokens") or 0)
+        completion = int(call.usage.get("completion_tokens") or 0)
+        TOKENS.labels(model, provider, "input").inc(prompt)
+        TOKENS.labels(model, provider, "output").inc(completion)
+        TOKENS_PER_REQUEST.labels(model, "input").observe(prompt)
+        TOKENS_PER_REQUEST.labels(model, "output").observe(completion)

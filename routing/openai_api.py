@@ -1,0 +1,101 @@
+"""OpenAI-compatible endpoints: chat completions, embeddings, models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oneflow.lib import json, redis, sse
+from providers.adapters import UpstreamError
+from routing import protocol, validation
+from routing.errors import GatewayError, bad_request, model_not_found
+from routing.protocol import Request
+from routing.proxy import Call, admit, complete, finish, open_stream, raw_key
+from routing.snapshots import snapshots
+from routing.streaming import forward
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise bad_request(
+            "We could not parse the JSON body of your request. The OpenAI API expects a JSON payload."
+        ) from None
+
+
+async def chat_completions(request: Request) -> None:
+    call = Call(request=request, endpoint="chat")
+    try:
+        body = validation.chat_request(await read_json(request))
+        call.body, call.stream = body, bool(body.get("stream"))
+        await admit(call, body.get("model"), kind="chat")
+        if call.stream:
+            await _stream_chat(call)
+        else:
+            result = await complete(call)
+            await protocol.send_json(request, 200, result, call.response_headers())
+    except GatewayError as error:
+        call.status_code = error.status
+        raise
+    finally:
+        await finish(call)
+
+
+async def _stream_chat(call: Call) -> None:
+    wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+    first, chunks = await open_stream(call)
+    await protocol.start_stream(call.request, call.response_headers())
+
+    def render(chunk: dict[str, Any]) -> list[bytes]:
+        if not wants_usage:
+            # We asked upstream for usage; the client did not.
+            if chunk.pop("usage", None) is not None and not chunk.get("choices"):
+                return []
+        elif "usage" not in chunk:
+            chunk["usage"] = None
+        return [sse.data_frame(chunk)]
+
+    def failing(error: UpstreamError) -> list[bytes]:
+        return [sse.data_frame({"error": {"message": error.message, "type": "server_error", "code": None}})]
+
+    await forward(call, first, chunks, render=render, closing=lambda: [sse.DONE], failing=failing)
+
+
+async def embeddings(request: Request) -> None:
+    call = Call(request=request, endpoint="embeddings")
+    try:
+        call.body = validation.embeddings_request(await read_json(request))
+        await admit(call, call.body.get("model"), kind="embedding")
+        result = await complete(call)
+        await protocol.send_json(request, 200, result, call.response_headers())
+    except GatewayError as error:
+        call.status_code = error.status
+        raise
+    finally:
+        await finish(call)
+
+
+def _model_object(model: Any) -> dict[str, Any]:
+    return {"id": model.name, "object": "model", "created": model.created, "owned_by": model.owned_by}
+
+
+async def _visible_models(request: Request) -> list[Any]:
+    await snapshots.sync(redis.loop_client())
+    key = await snapshots.authenticate(raw_key(request))
+    catalog = await snapshots.get_catalog()
+    allowed = set(key.allowed_models)
+    return [m for m in catalog.listed if (m.name in allowed if allowed else m.is_public)]
+
+
+async def models_list(request: Request) -> None:
+    models = await _visible_models(request)
+    await protocol.send_json(request, 200, {"object": "list", "data": [_model_object(m) for m in models]})
+
+
+async def model_retrieve(request: Request, model_id: str) -> None:
+    for model in await _visible_models(request):
+        if model.name == model_id:
+            await protocol.send_json(request, 200, _model_object(model))
+            return
+    raise model_not_found(model_id)

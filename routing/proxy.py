@@ -1,0 +1,255 @@
+"""One proxied call, independent of the wire protocol the client speaks:
+authenticate, resolve the model, try deployments in order, count usage,
+record the usage event.
+
+Front ends (routing.openai_api, routing.anthropic_api) parse their protocol
+into the internal OpenAI format, call ``complete`` or ``stream`` here, and
+render the result in their protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from accounts.selectors import KeyCredentials
+from billing.usage import UsageRecord, usage_append
+from oneflow.lib import redis
+from providers import tokens
+from providers.adapters import ErrorKind, UpstreamError, adapter_for
+from providers.selectors import DeploymentView, ModelView
+from routing import metrics
+from routing.errors import GatewayError, model_not_found
+from routing.protocol import Request
+from routing.snapshots import snapshots
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class Call:
+    """The state of one proxied request, filled in as it goes."""
+
+    request: Request
+    endpoint: str
+    key: KeyCredentials | None = None
+    model: ModelView | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    deployment: DeploymentView | None = None
+    attempts: int = 0
+    usage: dict[str, Any] | None = None
+    usage_source: str = "void"
+    status_code: int = 200
+    error_type: str = ""
+    ttft_ms: int | None = None
+    upstream_ms: float | None = None
+    generated: list[str] = field(default_factory=list)
+    client_disconnected: bool = False
+
+    @property
+    def provider(self) -> str:
+        return self.deployment.target.provider_name if self.deployment else ""
+
+    def response_headers(self) -> dict[str, str]:
+        headers = {"x-oneflow-attempts": str(self.attempts)}
+        if self.deployment is not None:
+            headers["x-oneflow-provider"] = self.deployment.target.provider_name
+        return headers
+
+
+def raw_key(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key", "").strip() or None
+
+
+async def admit(call: Call, model_name: Any, *, kind: str) -> None:
+    """Authenticates the key and resolves the model it may call."""
+    await snapshots.sync(redis.loop_client())
+    call.key = await snapshots.authenticate(raw_key(call.request))
+    if not isinstance(model_name, str) or not model_name:
+        raise GatewayError(400, "you must provide a model parameter", param="model", code="missing_model")
+    catalog = await snapshots.get_catalog()
+    model = catalog.find(model_name)
+    allowed = call.key.allowed_models
+    if model is None or model.kind != kind:
+        raise model_not_found(model_name)
+    if allowed and model.name not in allowed and model_name not in allowed:
+        raise GatewayError(
+            403, f"This API key may not use the model `{model_name}`.", code="model_not_allowed", param="model"
+        )
+    if not model.is_public and not allowed:
+        raise model_not_found(model_name)
+    if not model.deployments:
+        raise GatewayError(503, f"No deployment can serve `{model.name}` right now.", code="model_unavailable")
+    call.model = model
+
+
+def plan(call: Call) -> list[DeploymentView]:
+    """Deployments to try, in order. (Strategies arrive with the routing issue.)"""
+    assert call.model is not None  # noqa: S101 - admit() ran
+    return list(call.model.deployments[:MAX_ATTEMPTS])
+
+
+def _failed(call: Call, error: UpstreamError) -> GatewayError:
+    call.status_code = error.status
+    call.error_type = error.kind.value
+    headers = {"retry-after": str(max(1, min(60, round(error.retry_after))))} if error.retry_after else None
+    retryable = None if error.kind is ErrorKind.TRANSIENT else False
+    return GatewayError(
+        error.status, error.message, code=f"upstream_{error.kind.value}", headers=headers, retryable=retryable
+    )
+
+
+async def complete(call: Call) -> dict[str, Any]:
+    """The non-streaming answer, from the first deployment that gives one."""
+    last: UpstreamError | None = None
+    for deployment in plan(call):
+        call.deployment, call.attempts = deployment, call.attempts + 1
+        adapter = adapter_for(deployment.target.kind)
+        started = time.perf_counter()
+        try:
+            if call.endpoint == "embeddings":
+                result = await adapter.embeddings(deployment.target, call.body)
+            else:
+                result = await adapter.chat(deployment.target, call.body)
+            call.upstream_ms = (time.perf_counter() - started) * 1000
+        except UpstreamError as error:
+            metrics.upstream_failed(call, error)
+            if error.kind is ErrorKind.REQUEST:
+                raise _failed(call, error) from None
+            last = error
+            continue
+        _account_result(call, result)
+        return result
+    assert last is not None  # noqa: S101 - plan() is never empty
+    raise _failed(call, last)
+
+
+def _account_result(call: Call, result: dict[str, Any]) -> None:
+    assert call.model is not None  # noqa: S101
+    result["model"] = call.model.name
+    usage = result.get("usage")
+    if isinstance(usage, dict) and "prompt_tokens" in usage:
+        call.usage, call.usage_source = usage, "reported"
+        return
+    call.usage_source = "estimated"
+    upstream_model = call.deployment.target.upstream_model if call.deployment else call.model.name
+    if call.endpoint == "embeddings":
+        prompt = tokens.count_embedding_input(call.body.get("input"), model=upstream_model)
+        call.usage = result["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt}
+        return
+    text = "".join(_message_text(choice.get("message") or {}) for choice in result.get("choices") or [])
+    call.usage = result["usage"] = _estimate(call, text)
+
+
+def _message_text(message: dict[str, Any]) -> str:
+    text = message.get("content") if isinstance(message.get("content"), str) else ""
+    calls = message.get("tool_calls") or []
+    return (text or "") + "".join(str((c.get("function") or {}).get("arguments", "")) for c in calls)
+
+
+def _estimate(call: Call, completion_text: str) -> dict[str, Any]:
+    model = call.deployment.target.upstream_model if call.deployment else ""
+    prompt = tokens.count_chat_prompt(call.body, model=model)
+    completion = tokens.count_text(completion_text, model=model) if completion_text else 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+async def open_stream(call: Call) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
+    """The first chunk and the rest of the stream, from the first deployment that starts one.
+
+    A deployment that fails before its first chunk is skipped invisibly: the
+    client has seen nothing yet.
+    """
+    last: UpstreamError | None = None
+    for deployment in plan(call):
+        call.deployment, call.attempts = deployment, call.attempts + 1
+        chunks = adapter_for(deployment.target.kind).chat_stream(deployment.target, call.body)
+        try:
+            first = await anext(chunks)
+        except UpstreamError as error:
+            metrics.upstream_failed(call, error)
+            if error.kind is ErrorKind.REQUEST:
+                raise _failed(call, error) from None
+            last = error
+            continue
+        except StopAsyncIteration:
+            last = UpstreamError("The upstream provider sent an empty stream.", kind=ErrorKind.TRANSIENT, status=502)
+            continue
+        call.ttft_ms = call.request.elapsed_ms()
+        return first, chunks
+    assert last is not None  # noqa: S101
+    raise _failed(call, last)
+
+
+def account_chunk(call: Call, chunk: dict[str, Any]) -> None:
+    """Notes usage and generated text from one chunk, and names the public model."""
+    assert call.model is not None  # noqa: S101
+    chunk["model"] = call.model.name
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        call.usage, call.usage_source = usage, "reported"
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            call.generated.append(delta["content"])
+        for tool_call in delta.get("tool_calls") or ():
+            arguments = (tool_call.get("function") or {}).get("arguments")
+            if arguments:
+                call.generated.append(arguments)
+
+
+def settle_stream(call: Call) -> None:
+    """Usage for a stream that ended without a usage report (cut, abandoned, or never sent)."""
+    if call.usage_source != "reported" and call.deployment is not None:
+        call.usage = _estimate(call, "".join(call.generated))
+        call.usage_source = "estimated"
+
+
+async def finish(call: Call) -> None:
+    """Appends the usage event and the metrics of a request that reached a key."""
+    metrics.request_done(call)
+    if call.key is None:
+        return
+    usage = call.usage or {}
+    details = usage.get("prompt_tokens_details") or {}
+    record = UsageRecord(
+        request_id=call.request.request_id,
+        organization_id=call.key.organization_id,
+        api_key_id=call.key.key_id,
+        endpoint=call.endpoint,
+        public_model=call.model.name if call.model else "",
+        deployment_id=call.deployment.id if call.deployment else None,
+        provider=call.provider,
+        stream=call.stream,
+        status_code=call.status_code,
+        error_type=call.error_type,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        usage_source=call.usage_source if call.usage else "void",
+        latency_ms=call.request.elapsed_ms(),
+        ttft_ms=call.ttft_ms,
+        attempts=call.attempts,
+        client_disconnected=call.client_disconnected,
+        created_at=call.request.started_wall,
+    )
+    try:
+        await usage_append(redis.loop_client(), record)
+    except Exception:
+        # The answer was served; losing its usage must be loud.
+        logger.exception("usage event could not be appended", extra={"request_id": record.request_id})

@@ -1,0 +1,77 @@
+"""What the gateway knows without asking the database: keys and the model catalog.
+
+Both live in process. Each request compares the configuration version in
+Redis (oneflow.lib.config_version); when it moved, both are dropped and read
+again, so an admin edit or a revoked key takes effect on the next request in
+every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from datetime import UTC, datetime
+
+import redis.asyncio
+
+from accounts.selectors import KeyCredentials, api_key_credentials
+from accounts.services import hash_raw_key, raw_key_prefix
+from oneflow.lib import config_version
+from oneflow.lib.db import in_thread
+from providers.selectors import Catalog, catalog_build
+from routing.errors import invalid_key
+
+KEY_TTL = 60.0  # seconds a key stays cached even if nothing changes
+MISSING_TTL = 30.0  # unknown prefixes, so a stream of bad keys does not hit the DB
+CATALOG_TTL = 300.0
+
+
+class Snapshots:
+    def __init__(self) -> None:
+        self.version: bytes | str | None = None
+        self.keys: dict[str, tuple[KeyCredentials | None, float]] = {}
+        self.catalog: Catalog | None = None
+        self.catalog_at = 0.0
+        self._catalog_lock = asyncio.Lock()
+
+    async def sync(self, client: redis.asyncio.Redis) -> None:
+        version = await client.get(config_version.KEY)
+        if version != self.version:
+            self.version = version
+            self.keys.clear()
+            self.catalog = None
+
+    async def authenticate(self, raw: str | None) -> KeyCredentials:
+        if not raw:
+            raise invalid_key(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
+            )
+        prefix = raw_key_prefix(raw)
+        if prefix is None:
+            raise invalid_key()
+        now = time.monotonic()
+        cached = self.keys.get(prefix)
+        if cached is None or cached[1] < now:
+            credentials = await in_thread(lambda: api_key_credentials(prefix=prefix))
+            self.keys[prefix] = (credentials, now + (KEY_TTL if credentials else MISSING_TTL))
+        else:
+            credentials = cached[0]
+        if credentials is None or not hmac.compare_digest(credentials.secret_hash, hash_raw_key(raw)):
+            raise invalid_key()
+        if not credentials.usable_at(datetime.now(UTC)):
+            raise invalid_key()
+        return credentials
+
+    async def get_catalog(self) -> Catalog:
+        catalog = self.catalog
+        if catalog is not None and time.monotonic() - self.catalog_at < CATALOG_TTL:
+            return catalog
+        async with self._catalog_lock:
+            if self.catalog is None or time.monotonic() - self.catalog_at >= CATALOG_TTL:
+                self.catalog = await in_thread(catalog_build)
+                self.catalog_at = time.monotonic()
+            return self.catalog
+
+
+snapshots = Snapshots()

@@ -1,0 +1,70 @@
+"""Forwarding a stream to the client, and cancelling upstream when the client leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from providers.adapters import UpstreamError
+from routing import protocol
+from routing.proxy import Call, account_chunk, settle_stream
+
+
+async def _watch_disconnect(call: Call, task: asyncio.Task[Any]) -> None:
+    while True:
+        message = await call.request.receive()
+        if message["type"] == "http.disconnect":
+            call.client_disconnected = True
+            task.cancel()
+            return
+
+
+Render = Callable[[dict[str, Any]], list[bytes]]
+
+
+async def forward(
+    call: Call,
+    first: dict[str, Any],
+    chunks: AsyncIterator[dict[str, Any]],
+    *,
+    render: Render,
+    closing: Callable[[], list[bytes]],
+    failing: Callable[[UpstreamError], list[bytes]],
+) -> None:
+    """Streams chunks to the client as rendered frames until the upstream ends.
+
+    If the client disconnects, the task is cancelled where it waits for the
+    next chunk: the adapter's response context closes the upstream connection
+    at once, and the call is billed for what was generated so far.
+    """
+    task = asyncio.current_task()
+    assert task is not None  # noqa: S101 - always inside a task
+    watcher = asyncio.create_task(_watch_disconnect(call, task))
+    try:
+        chunk: dict[str, Any] | None = first
+        while chunk is not None:
+            account_chunk(call, chunk)
+            for frame in render(chunk):
+                await protocol.send_chunk(call.request, frame)
+            chunk = await anext(chunks, None)
+        for frame in closing():
+            await protocol.send_chunk(call.request, frame)
+    except UpstreamError as error:
+        # After the first byte there is no failing over: say so, never finish cleanly.
+        call.status_code, call.error_type = error.status, error.kind.value
+        for frame in failing(error):
+            await protocol.send_chunk(call.request, frame)
+    except asyncio.CancelledError:
+        if not call.client_disconnected:
+            raise
+        task.uncancel()
+        call.status_code, call.error_type = 499, "client_disconnected"
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(BaseException):
+            await chunks.aclose()  # type: ignore[attr-defined]
+        settle_stream(call)
+    if not call.client_disconnected:
+        await protocol.end_stream(call.request)
