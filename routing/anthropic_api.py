@@ -44,6 +44,7 @@ async def messages(request: Request) -> None:
         else:
             result = await complete(call)
             answer = openai_response_to_anthropic(result, model=str(raw.get("model")))
+            await finish(call)
             await protocol.send_json(request, 200, answer, {**headers, **call.response_headers()})
     except GatewayError as error:
         call.status_code = error.status

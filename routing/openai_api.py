@@ -34,6 +34,7 @@ async def chat_completions(request: Request) -> None:
             await _stream_chat(call)
         else:
             result = await complete(call)
+            await finish(call)
             await protocol.send_json(request, 200, result, call.response_headers())
     except GatewayError as error:
         call.status_code = error.status
@@ -68,6 +69,7 @@ async def embeddings(request: Request) -> None:
         call.body = validation.embeddings_request(await read_json(request))
         await admit(call, call.body.get("model"), kind="embedding")
         result = await complete(call)
+        await finish(call)
         await protocol.send_json(request, 200, result, call.response_headers())
     except GatewayError as error:
         call.status_code = error.status

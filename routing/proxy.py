@@ -51,6 +51,7 @@ class Call:
     upstream_ms: float | None = None
     generated: list[str] = field(default_factory=list)
     client_disconnected: bool = False
+    recorded: bool = False
 
     @property
     def provider(self) -> str:
@@ -221,7 +222,14 @@ def settle_stream(call: Call) -> None:
 
 
 async def finish(call: Call) -> None:
-    """Appends the usage event and the metrics of a request that reached a key."""
+    """Appends the usage event and the metrics of the request, once.
+
+    Called before the last byte goes out, so that whatever the client was
+    served is on record by the time it has the whole answer.
+    """
+    if call.recorded:
+        return
+    call.recorded = True
     metrics.request_done(call)
     if call.key is None:
         return

@@ -9,7 +9,7 @@ from typing import Any
 
 from providers.adapters import UpstreamError
 from routing import protocol
-from routing.proxy import Call, account_chunk, settle_stream
+from routing.proxy import Call, account_chunk, finish, settle_stream
 
 
 async def _watch_disconnect(call: Call, task: asyncio.Task[Any]) -> None:
@@ -49,11 +49,15 @@ async def forward(
             for frame in render(chunk):
                 await protocol.send_chunk(call.request, frame)
             chunk = await anext(chunks, None)
+        settle_stream(call)
+        await finish(call)
         for frame in closing():
             await protocol.send_chunk(call.request, frame)
     except UpstreamError as error:
         # After the first byte there is no failing over: say so, never finish cleanly.
         call.status_code, call.error_type = error.status, error.kind.value
+        settle_stream(call)
+        await finish(call)
         for frame in failing(error):
             await protocol.send_chunk(call.request, frame)
     except asyncio.CancelledError:

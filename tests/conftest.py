@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 from django.conf import settings
 from django.core.cache import cache
+from django.test import override_settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -99,7 +100,7 @@ class LiveAsgiServer:
     def __init__(self, app: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, lifespan="off", log_level="warning")
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -121,7 +122,8 @@ class LiveAsgiServer:
 def live_asgi(transactional_db: None) -> Iterator[LiveAsgiServer]:
     from oneflow.asgi import application
 
-    with LiveAsgiServer(application) as server:
+    # Tests drain usage themselves; a beat thread would race them for the database.
+    with override_settings(ONEFLOW_EMBEDDED_BEAT=False), LiveAsgiServer(application) as server:
         yield server
 
 

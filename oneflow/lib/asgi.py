@@ -127,7 +127,9 @@ class BodySizeLimitMiddleware:
 class LifespanMiddleware:
     """Answers ASGI lifespan events (Django does not) and runs start/stop hooks."""
 
-    def __init__(self, app: ASGIApp, *, on_startup: Callable[[], None], on_shutdown: Callable[[], None]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, on_startup: Callable[[], None], on_shutdown: Callable[[], Awaitable[None]]
+    ) -> None:
         self.app = app
         self.on_startup = on_startup
         self.on_shutdown = on_shutdown
@@ -142,7 +144,7 @@ class LifespanMiddleware:
                 self.on_startup()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.on_shutdown()
+                await self.on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -60,6 +60,12 @@ def loop_client() -> redis.asyncio.Redis:
     return client
 
 
+async def close_loop_client() -> None:
+    client = _loop_clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+
+
 class EmbeddedConnectionPool(redis.ConnectionPool):
     """Lets Django's ``RedisCache`` use the in-process server."""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from providers.adapters.anthropic import AnthropicAdapter
 from providers.adapters.base import Adapter, ErrorKind, Target, UpstreamError
+from providers.adapters.gemini import GeminiAdapter
 from providers.adapters.openai import AzureOpenAIAdapter, OpenAIAdapter
 from providers.adapters.simulator import SimulatorAdapter
 from providers.models import Provider
@@ -11,6 +13,8 @@ ADAPTERS: dict[str, Adapter] = {
     Provider.Kind.OPENAI: OpenAIAdapter(),
     Provider.Kind.OPENAI_COMPATIBLE: OpenAIAdapter(),
     Provider.Kind.AZURE_OPENAI: AzureOpenAIAdapter(),
+    Provider.Kind.ANTHROPIC: AnthropicAdapter(),
+    Provider.Kind.GEMINI: GeminiAdapter(),
     Provider.Kind.SIMULATOR: SimulatorAdapter(),
 }
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from oneflow.lib import http, json
+from oneflow.lib import http, json, sse
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +156,47 @@ async def post_json(
     if not isinstance(body, dict):
         raise malformed()
     return body
+
+
+async def post_stream(
+    url: str, payload: dict[str, Any], *, headers: Mapping[str, str], target: Target, error_message: Any
+) -> AsyncIterator[sse.Event]:
+    """POSTs JSON and yields the server-sent events of a 2xx answer.
+
+    Errors before the first event are ordinary (the gateway may fail over);
+    errors after it carry ``mid_stream=True``.
+    """
+    timeout = http.timeout(connect=target.connect_timeout, read=target.read_timeout)
+    started = False
+    try:
+        async with http.session().post(url, data=json.dumps(payload), headers=headers, timeout=timeout) as response:
+            if response.status >= 400:
+                raw = await response.read()
+                raise classify_status(response.status, error_message(raw), response.headers)
+            async for event in sse.read_events(response.content):
+                started = True
+                yield event
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise connection_error(exc, mid_stream=started) from None
+
+
+def decode_event(data: str, *, mid_stream: bool = True) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except json.JSONDecodeError:
+        raise malformed(mid_stream=mid_stream) from None
+    if not isinstance(value, dict):
+        raise malformed(mid_stream=mid_stream)
+    return value
+
+
+def usage_chunk(*, completion_id: str, created: int, model: str, usage: dict[str, Any]) -> dict[str, Any]:
+    """The closing chunk OpenAI sends with ``include_usage``: no choices, full usage."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage,
+    }

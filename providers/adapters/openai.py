@@ -6,18 +6,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-
-from oneflow.lib import http, json, sse
+from oneflow.lib import json
 from providers.adapters.base import (
     Adapter,
     ErrorKind,
     Target,
     UpstreamError,
-    classify_status,
-    connection_error,
-    malformed,
+    decode_event,
     post_json,
+    post_stream,
 )
 
 
@@ -74,37 +71,21 @@ class OpenAIAdapter(Adapter):
             "stream": True,
             "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
         }
-        timeout = http.timeout(connect=target.connect_timeout, read=target.read_timeout)
-        url = self.url(target, "chat/completions")
-        started = False
-        try:
-            async with http.session().post(
-                url, data=json.dumps(payload), headers=self.headers(target), timeout=timeout
-            ) as response:
-                if response.status >= 400:
-                    raw = await response.read()
-                    raise classify_status(response.status, error_message(raw), response.headers)
-                async for event in sse.read_events(response.content):
-                    if event.data == "[DONE]":
-                        return
-                    chunk = _decode_chunk(event.data, mid_stream=started)
-                    started = True
-                    yield chunk
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise connection_error(exc, mid_stream=started) from None
-
-
-def _decode_chunk(data: str, *, mid_stream: bool) -> dict[str, Any]:
-    try:
-        chunk = json.loads(data)
-    except json.JSONDecodeError:
-        raise malformed(mid_stream=mid_stream) from None
-    if not isinstance(chunk, dict):
-        raise malformed(mid_stream=mid_stream)
-    if isinstance(chunk.get("error"), dict):
-        message = str(chunk["error"].get("message") or "The upstream provider failed mid-stream.")
-        raise UpstreamError(message[:1000], kind=ErrorKind.TRANSIENT, status=502, mid_stream=mid_stream)
-    return chunk
+        events = post_stream(
+            self.url(target, "chat/completions"),
+            payload,
+            headers=self.headers(target),
+            target=target,
+            error_message=error_message,
+        )
+        async for event in events:
+            if event.data == "[DONE]":
+                return
+            chunk = decode_event(event.data)
+            if isinstance(chunk.get("error"), dict):
+                message = str(chunk["error"].get("message") or "The upstream provider failed mid-stream.")
+                raise UpstreamError(message[:1000], kind=ErrorKind.TRANSIENT, status=502, mid_stream=True)
+            yield chunk
 
 
 class AzureOpenAIAdapter(OpenAIAdapter):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import openai
 import pytest
@@ -13,7 +14,7 @@ from billing.models import UsageEvent
 from providers.models import Provider
 from tests.routing.conftest import Gateway, simulator_settings
 
-MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there, gateway!"}]
+MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there, gateway!"}]
 
 
 def client(gateway: Gateway, key: str | None = None) -> openai.OpenAI:

@@ -1,0 +1,97 @@
+"""Anthropic's Messages API, presented in the OpenAI format."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from oneflow.lib import json
+from oneflow.lib.errors import InvalidInput
+from providers.adapters.base import (
+    Adapter,
+    ErrorKind,
+    Target,
+    UpstreamError,
+    decode_event,
+    post_json,
+    post_stream,
+    usage_chunk,
+)
+from providers.translate.anthropic import (
+    AnthropicStreamToOpenAI,
+    UpstreamStreamError,
+    anthropic_to_openai_response,
+    is_json_mode,
+    openai_to_anthropic_request,
+)
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_VERSION = "2023-06-01"
+
+
+def error_message(raw: bytes) -> str:
+    try:
+        message = json.loads(raw)["error"]["message"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        message = None
+    return str(message)[:1000] if message else "The upstream provider rejected the request."
+
+
+def _request(target: Target, body: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+    try:
+        payload = openai_to_anthropic_request(body, upstream_model=target.upstream_model)
+    except InvalidInput as exc:
+        raise UpstreamError(exc.message, kind=ErrorKind.REQUEST, status=400) from None
+    payload.pop("stream", None)
+    if stream:
+        payload["stream"] = True
+    return payload
+
+
+class AnthropicAdapter(Adapter):
+    def url(self, target: Target) -> str:
+        return f"{(target.base_url or DEFAULT_BASE_URL).rstrip('/')}/v1/messages"
+
+    def headers(self, target: Target) -> dict[str, str]:
+        return {
+            **target.extra_headers,
+            "x-api-key": target.api_key,
+            "anthropic-version": target.api_version or DEFAULT_VERSION,
+            "Content-Type": "application/json",
+        }
+
+    async def chat(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        answer = await post_json(
+            self.url(target),
+            _request(target, body, stream=False),
+            headers=self.headers(target),
+            target=target,
+            error_message=error_message,
+        )
+        return anthropic_to_openai_response(answer, model=target.upstream_model, json_mode=is_json_mode(body))
+
+    async def chat_stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        translator = AnthropicStreamToOpenAI(
+            model=target.upstream_model, completion_id=completion_id, created=created, json_mode=is_json_mode(body)
+        )
+        events = post_stream(
+            self.url(target),
+            _request(target, body, stream=True),
+            headers=self.headers(target),
+            target=target,
+            error_message=error_message,
+        )
+        async for event in events:
+            try:
+                chunks = translator.feed(event.event, decode_event(event.data))
+            except UpstreamStreamError as exc:
+                raise UpstreamError(exc.message, kind=ErrorKind.TRANSIENT, status=502, mid_stream=True) from None
+            for chunk in chunks:
+                yield chunk
+        if translator.usage is not None:
+            yield usage_chunk(
+                completion_id=completion_id, created=created, model=target.upstream_model, usage=translator.usage
+            )
