@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from accounts import keys
 from oneflow.lib.crypto import random_token
 
 
@@ -168,7 +169,7 @@ class ApiKey(models.Model):
 class ApiKeySecret(models.Model):
     """One secret of an API key: the newest is current, older ones live out their grace."""
 
-    PREFIX = "of_live_"
+    PREFIX = keys.PREFIX
 
     key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="secrets")
     rotation = models.PositiveIntegerField(help_text="0 for the first secret, +1 per rotation.")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
 
+from accounts import keys
 from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, User
 from oneflow.lib.errors import NotFound
 
@@ -73,6 +76,10 @@ class KeyCredentials:
     limit_output_tpm: int | None
     limit_concurrency: int | None
 
+    def matches(self, raw: str) -> bool:
+        # Constant time: response timing says nothing about how close a guess was.
+        return hmac.compare_digest(self.secret_hash, keys.hash_raw_key(raw))
+
     def usable_at(self, moment: datetime) -> bool:
         if not self.key_active or (self.expires_at is not None and moment >= self.expires_at):
             return False
@@ -104,3 +111,15 @@ def api_key_credentials(*, prefix: str) -> KeyCredentials | None:
         limit_output_tpm=key.limit_output_tpm,
         limit_concurrency=key.limit_concurrency,
     )
+
+
+def api_key_authenticate(*, raw: str, now: datetime | None = None) -> KeyCredentials | None:
+    """The key ``raw`` proves, if it may be used now; None for anything else.
+
+    The gateway applies the same rule to its cached credentials (routing.snapshots).
+    """
+    prefix = keys.raw_key_prefix(raw)
+    credentials = api_key_credentials(prefix=prefix) if prefix else None
+    if credentials is None or not credentials.matches(raw):
+        return None
+    return credentials if credentials.usable_at(now or timezone.now()) else None

@@ -5,10 +5,7 @@ Each public service owns its transaction and takes keyword arguments only.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,23 +13,17 @@ from typing import Any
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max
 from django.utils import timezone
 from django.utils.text import slugify
 
+from accounts import keys
 from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, User
 from oneflow.lib import config_version
 from oneflow.lib.crypto import random_token, seal, unseal
 from oneflow.lib.errors import Conflict, InvalidInput, NotAllowed
 
 logger = logging.getLogger(__name__)
-
-PREFIX_LENGTH = 12
-SECRET_LENGTH = 32
-# of_live_<12 base62>_<32 base62>: anything else is refused before a lookup.
-RAW_KEY_RE = re.compile(rf"^of_live_(?P<prefix>[A-Za-z0-9]{{{PREFIX_LENGTH}}})_[A-Za-z0-9]{{{SECRET_LENGTH}}}$")
-# last_used_at is a hint for people, not an audit trail: write it at most this often.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 # --- Users ----------------------------------------------------------------------
@@ -147,24 +138,13 @@ class IssuedSecret:
     raw: str
 
 
-def hash_raw_key(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def raw_key_prefix(raw: str) -> str | None:
-    """The lookup prefix of a well-formed OneFlow key; None for anything else."""
-    match = RAW_KEY_RE.match(raw)
-    return match.group("prefix") if match else None
-
-
 def _issue_secret(*, key: ApiKey, rotation: int, now: datetime, sealed: bool = False) -> IssuedSecret:
-    prefix = random_token(PREFIX_LENGTH)
-    raw = f"{ApiKeySecret.PREFIX}{prefix}_{random_token(SECRET_LENGTH)}"
+    raw, prefix = keys.new_raw_key()
     secret = ApiKeySecret.objects.create(
         key=key,
         rotation=rotation,
         prefix=prefix,
-        secret_hash=hash_raw_key(raw),
+        secret_hash=keys.hash_raw_key(raw),
         created_at=now,
         sealed_secret=seal(raw) if sealed else "",
     )
@@ -275,33 +255,6 @@ def api_key_reveal(*, key: ApiKey) -> str | None:
         secret.sealed_secret = ""
         secret.save(update_fields=["sealed_secret"])
     return raw
-
-
-def api_key_authenticate(*, raw: str, now: datetime | None = None) -> ApiKeySecret | None:
-    """The secret row ``raw`` matches, if it is valid now, with its key and org loaded.
-
-    Looked up by prefix; the hash is compared in constant time so response
-    timing says nothing about how much of a guess was right.
-    """
-    match = RAW_KEY_RE.match(raw)
-    if match is None:
-        return None
-    now = now or timezone.now()
-    secret = ApiKeySecret.objects.select_related("key__organization").filter(prefix=match.group("prefix")).first()
-    if secret is None or not hmac.compare_digest(secret.secret_hash, hash_raw_key(raw)):
-        return None
-    if not (secret.is_valid_at(now) and secret.key.is_usable_at(now)):
-        return None
-    _touch(secret, now)
-    return secret
-
-
-def _touch(secret: ApiKeySecret, now: datetime) -> None:
-    stale = now - LAST_USED_RESOLUTION
-    if secret.last_used_at is None or secret.last_used_at < stale:
-        fresh = Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale)
-        ApiKeySecret.objects.filter(fresh, pk=secret.pk).update(last_used_at=now)
-        ApiKey.objects.filter(fresh, pk=secret.key_id).update(last_used_at=now)
 
 
 # --- Scheduled work ---------------------------------------------------------------

@@ -10,7 +10,9 @@ from typing import Any
 
 import redis as redis_lib
 from django.db import transaction
+from django.db.models import Q
 
+from accounts.models import ApiKey
 from billing import usage
 from billing.models import UsageEvent
 from oneflow.lib import redis
@@ -42,7 +44,19 @@ def _store(entries: list[tuple[Any, dict[Any, Any]]]) -> int:
         # A redelivered event (its first batch committed, the ack was lost)
         # hits the unique request_id and is skipped.
         created = UsageEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=BATCH)
+        _touch_keys(rows)
     return len(created)
+
+
+def _touch_keys(rows: list[UsageEvent]) -> None:
+    """Keys' last use, from the batch: the gateway itself never writes to the database."""
+    last_used: dict[int, datetime] = {}
+    for row in rows:
+        if row.api_key_id is not None:
+            last_used[row.api_key_id] = max(row.created_at, last_used.get(row.api_key_id, row.created_at))
+    for key_id, moment in last_used.items():
+        stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=moment)
+        ApiKey.objects.filter(stale, pk=key_id).update(last_used_at=moment)
 
 
 def usage_drain(*, max_batches: int = 50) -> int:

@@ -9,14 +9,13 @@ every worker.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from datetime import UTC, datetime
 
 import redis.asyncio
 
+from accounts.keys import raw_key_prefix
 from accounts.selectors import KeyCredentials, api_key_credentials
-from accounts.services import hash_raw_key, raw_key_prefix
 from oneflow.lib import config_version
 from oneflow.lib.db import in_thread
 from providers.selectors import Catalog, catalog_build
@@ -57,9 +56,7 @@ class Snapshots:
             self.keys[prefix] = (credentials, now + (KEY_TTL if credentials else MISSING_TTL))
         else:
             credentials = cached[0]
-        if credentials is None or not hmac.compare_digest(credentials.secret_hash, hash_raw_key(raw)):
-            raise invalid_key()
-        if not credentials.usable_at(datetime.now(UTC)):
+        if credentials is None or not credentials.matches(raw) or not credentials.usable_at(datetime.now(UTC)):
             raise invalid_key()
         return credentials
 

@@ -17,7 +17,7 @@ _oneflow_python() {
 
 _oneflow_bootstrap() {
     local profile="${1:-base}" locks=(requirements/base.txt) stamp digest
-    [ "$profile" = dev ] && locks+=(requirements/dev.txt)
+    [ "$profile" = dev ] && locks+=(requirements/dev.txt requirements/legacy-sdk.txt)
     if [ ! -x .venv/bin/python ]; then
         "$(_oneflow_python)" -m venv .venv || return 1
     fi
@@ -26,7 +26,14 @@ _oneflow_bootstrap() {
     if [ ! -f "$stamp" ]; then
         echo "Installing OneFlow's locked dependencies ($profile) into .venv ..." >&2
         .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
-            $(printf -- '-r %s ' "${locks[@]}") || return 1
+            $(printf -- '-r %s ' "${locks[@]:0:2}") || return 1
+        if [ "$profile" = dev ]; then
+            # An older anthropic SDK (0.x, X-Api-Key auth) for the compatibility
+            # tests, kept apart from the current one.
+            rm -rf .venv/legacy-sdk
+            .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+                --target .venv/legacy-sdk -r requirements/legacy-sdk.txt || return 1
+        fi
         rm -f .venv/.installed-"$profile"-*
         touch "$stamp"
     fi

@@ -11,7 +11,7 @@ import time_machine
 from celery.contrib.testing.worker import start_worker
 from django.utils import timezone
 
-from accounts import services, tasks
+from accounts import selectors, services, tasks
 from accounts.models import ApiKey, ApiKeySecret, Organization, User
 from oneflow.celery import app as celery_app
 
@@ -25,13 +25,13 @@ def test_the_expiry_job_revokes_secrets_whose_grace_ended(acme: Organization, al
 
     with time_machine.travel(T0 + timedelta(days=7) - timedelta(seconds=1), tick=False):
         assert tasks.expire_rotated_api_key_secrets.apply().get() == 0
-        assert services.api_key_authenticate(raw=old.raw) is not None
+        assert selectors.api_key_authenticate(raw=old.raw) is not None
 
     with time_machine.travel(T0 + timedelta(days=7, seconds=1), tick=False):
         assert tasks.expire_rotated_api_key_secrets.apply().get() == 1
         assert tasks.expire_rotated_api_key_secrets.apply().get() == 0
-        assert services.api_key_authenticate(raw=old.raw) is None
-        assert services.api_key_authenticate(raw=new.raw) is not None
+        assert selectors.api_key_authenticate(raw=old.raw) is None
+        assert selectors.api_key_authenticate(raw=new.raw) is not None
     revoked = ApiKeySecret.objects.get(pk=old.secret.pk)
     assert revoked.revoked_at == T0 + timedelta(days=7)
 
@@ -49,14 +49,14 @@ def test_the_rotation_job_rotates_keys_whose_policy_is_due(acme: Organization, a
         assert tasks.rotate_due_api_keys.apply().get() == 0, "a second run must not rotate again"
         revealed = services.api_key_reveal(key=due.key)
         assert revealed is not None
-        assert services.api_key_authenticate(raw=revealed) is not None
-        assert services.api_key_authenticate(raw=due.raw) is not None, "old secret is in its grace period"
+        assert selectors.api_key_authenticate(raw=revealed) is not None
+        assert selectors.api_key_authenticate(raw=due.raw) is not None, "old secret is in its grace period"
 
     key = ApiKey.objects.get(pk=due.key.pk)
     assert key.next_rotation_at == T0 + timedelta(days=60)
     assert ApiKeySecret.objects.filter(key=manual.key).count() == 1
     with time_machine.travel(T0 + timedelta(days=37), tick=False):
-        assert services.api_key_authenticate(raw=due.raw) is None
+        assert selectors.api_key_authenticate(raw=due.raw) is None
 
 
 def test_the_beat_schedule_is_seeded_and_editable(db: None) -> None:
@@ -95,5 +95,5 @@ def test_a_real_worker_revokes_secrets_past_their_grace(celery_worker: None) -> 
     while ApiKeySecret.objects.get(pk=old.secret.pk).revoked_at is None:
         assert time.monotonic() < deadline, "the worker did not run the job"
         time.sleep(0.1)
-    assert services.api_key_authenticate(raw=old.raw) is None
-    assert services.api_key_authenticate(raw=new.raw) is not None
+    assert selectors.api_key_authenticate(raw=old.raw) is None
+    assert selectors.api_key_authenticate(raw=new.raw) is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework.test import APIClient
 
-from accounts import services
+from accounts import selectors, services
 from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, User
 
 
@@ -39,7 +39,7 @@ def test_an_owner_creates_a_key_and_sees_its_secret_only_once(as_alice: APIClien
     assert created.status_code == 201, created.content
     body = created.json()
     assert body["secret"].startswith("of_live_")
-    assert services.api_key_authenticate(raw=body["secret"]) is not None
+    assert selectors.api_key_authenticate(raw=body["secret"]) is not None
     assert body["limits"] == {"rpm": 120, "input_tpm": None, "output_tpm": 50_000, "concurrency": None}
     assert body["grace_period_seconds"] == 3600
     assert body["secrets"][0]["prefix"] == body["secret"][: len("of_live_") + 12]
@@ -56,7 +56,7 @@ def test_members_may_read_keys_but_not_manage_them(as_bob: APIClient, acme: Orga
     assert response.status_code == 403
     assert response.json()["error"]["type"] == "permission_error"
     assert as_bob.post(keys_url(acme, f"/{acme_key.key.public_id}/revoke")).status_code == 403
-    assert services.api_key_authenticate(raw=acme_key.raw) is not None
+    assert selectors.api_key_authenticate(raw=acme_key.raw) is not None
 
 
 def test_rotating_through_the_api_keeps_both_secrets_working(as_alice: APIClient, acme: Organization, acme_key) -> None:
@@ -64,8 +64,8 @@ def test_rotating_through_the_api_keeps_both_secrets_working(as_alice: APIClient
     assert response.status_code == 201
     body = response.json()
     assert body["id"] == acme_key.key.public_id
-    assert services.api_key_authenticate(raw=body["secret"]) is not None
-    assert services.api_key_authenticate(raw=acme_key.raw) is not None
+    assert selectors.api_key_authenticate(raw=body["secret"]) is not None
+    assert selectors.api_key_authenticate(raw=acme_key.raw) is not None
     assert [s["rotation"] for s in body["secrets"]] == [1, 0]
     assert body["secrets"][0]["valid_until"] is None
     assert body["secrets"][1]["valid_until"] is not None
@@ -76,7 +76,7 @@ def test_revoking_through_the_api_stops_the_key_at_once(as_alice: APIClient, acm
     assert response.status_code == 200
     assert response.json()["status"] == "revoked"
     assert response.json()["secrets"] == []
-    assert services.api_key_authenticate(raw=acme_key.raw) is None
+    assert selectors.api_key_authenticate(raw=acme_key.raw) is None
     again = as_alice.post(keys_url(acme, f"/{acme_key.key.public_id}/rotate"), {}, format="json")
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "key_not_active"

@@ -14,6 +14,15 @@ from providers.models import Deployment, Provider, PublicModel
 from providers.services import catalog_seed_demo
 from routing.snapshots import snapshots
 from tests.conftest import LiveAsgiServer
+from tests.fakes import FakeUpstream
+
+UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream(api_key=UPSTREAM_KEY) as up:
+        yield up
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ protocol, driven by the official openai SDK through a live OneFlow."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -13,9 +12,8 @@ import pytest
 from providers.models import Credential, Deployment, Provider, PublicModel
 from providers.services import credential_set_secret
 from tests.fakes import DEFAULT_REPLY, JSON_REPLY, Behave, FakeUpstream, anthropic_api, gemini_api, openai_api
-from tests.routing.conftest import Gateway
+from tests.routing.conftest import UPSTREAM_KEY, Gateway
 
-UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to the gateway"}]
 WEATHER_TOOL: Any = {
     "type": "function",
@@ -33,12 +31,6 @@ KINDS: dict[str, Any] = {
     Provider.Kind.ANTHROPIC: ("", "claude-sonnet-4", anthropic_api, "/v1/messages"),
     Provider.Kind.GEMINI: ("", "gemini-2.5-flash", gemini_api, "/v1beta/models/gemini-2.5-flash:"),
 }
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(api_key=UPSTREAM_KEY) as up:
-        yield up
 
 
 def route(upstream: FakeUpstream, kind: str, *, name: str = "smart") -> None:

@@ -44,6 +44,8 @@ def test_chat_completion(gateway: Gateway) -> None:
     assert (event.usage_source, event.status_code, event.endpoint, event.stream) == ("reported", 200, "chat", False)
     assert event.public_model == "gpt-4o-mini"
     assert event.api_key_id == gateway.key.key.pk
+    gateway.key.key.refresh_from_db()
+    assert gateway.key.key.last_used_at == event.created_at
 
 
 def test_streaming_with_usage(gateway: Gateway) -> None:
