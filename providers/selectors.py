@@ -90,7 +90,7 @@ def _target(deployment: Deployment, api_key: str) -> Target:
     )
 
 
-def _deployment_view(deployment: Deployment) -> DeploymentView | None:
+def deployment_view(deployment: Deployment) -> DeploymentView | None:
     api_key = ""
     if deployment.credential is not None:
         if deployment.credential.status != Credential.Status.ACTIVE:
@@ -124,7 +124,7 @@ def catalog_build() -> Catalog:
     )
     by_model: dict[int, list[DeploymentView]] = {}
     for deployment in deployments:
-        view = _deployment_view(deployment)
+        view = deployment_view(deployment)
         if view is not None:
             by_model.setdefault(deployment.public_model_id, []).append(view)
     listed = []

@@ -4,14 +4,19 @@ gateways pick it up on their next request."""
 from __future__ import annotations
 
 import os
+import time
 from decimal import Decimal
 
+from asgiref.sync import async_to_sync
 from django.db import transaction
+from django.db.models import QuerySet
 
-from oneflow.lib import config_version
+from oneflow.lib import config_version, http
 from oneflow.lib.crypto import seal
 from oneflow.lib.errors import InvalidInput
+from providers.adapters import UpstreamError, adapter_for
 from providers.models import Credential, Deployment, Provider, PublicModel
+from providers.selectors import deployment_view
 
 
 def provider_config_changed() -> None:
@@ -30,6 +35,13 @@ def credential_set_secret(*, credential: Credential, secret: str) -> Credential:
     credential.save(update_fields=["sealed_secret", "reference", "status", "status_reason"])
     provider_config_changed()
     return credential
+
+
+def deployments_set_enabled(*, deployments: QuerySet[Deployment], enabled: bool) -> int:
+    """Enables or disables deployments by hand; routing never re-enables one by itself."""
+    count = deployments.update(enabled=enabled)
+    provider_config_changed()
+    return count
 
 
 DEMO_CHAT_MODEL = "gpt-4o-mini"
@@ -81,3 +93,35 @@ def catalog_seed_demo() -> bool:
         Deployment.objects.filter(provider__name="OpenAI", public_model__in=models).update(enabled=use_openai)
         provider_config_changed()
     return use_openai
+
+
+def deployment_test_connection(*, deployment: Deployment) -> tuple[bool, str]:
+    """Sends the smallest real request to the deployment; returns (ok, what happened).
+
+    For the admin's "test connection" action; it never runs on the hot path.
+    """
+    view = deployment_view(deployment)
+    if view is None:
+        return False, "Not callable: the deployment has no usable credential."
+    adapter = adapter_for(view.target.kind)
+    if deployment.public_model.kind == PublicModel.Kind.EMBEDDING:
+        request: dict[str, object] = {"input": "ping"}
+    else:
+        request = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+
+    async def probe() -> str:
+        try:
+            if deployment.public_model.kind == PublicModel.Kind.EMBEDDING:
+                await adapter.embeddings(view.target, request)
+            else:
+                await adapter.chat(view.target, request)
+        finally:
+            await http.close()
+        return "OK"
+
+    started = time.perf_counter()
+    try:
+        async_to_sync(probe)()
+    except UpstreamError as error:
+        return False, f"{error.message} (HTTP {error.upstream_status or error.status})"
+    return True, f"Answered in {(time.perf_counter() - started) * 1000:.0f} ms."

@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from accounts import selectors, services
 from accounts.models import ApiKey, ApiKeySecret, Organization, User
+from providers.services import catalog_seed_demo
 
 
 @pytest.fixture
@@ -30,6 +31,7 @@ def registered_models() -> list[type[Model]]:
 def test_every_changelist_add_and_change_page_opens(
     as_operator: Client, acme: Organization, acme_key: services.IssuedSecret
 ) -> None:
+    catalog_seed_demo()
     for model in registered_models():
         meta = model._meta
         changelist = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")

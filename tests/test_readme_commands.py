@@ -34,7 +34,8 @@ def test_the_readme_starts_with_one_line_run_and_test_commands() -> None:
 @pytest.fixture
 def embedded_oneflow(tmp_path: Path):
     """Runs the README's first command on the embedded default, on a free port."""
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}}
+    unset = {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "OPENAI_API_KEY"}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     port = free_port()
     env.update(SQLITE_PATH=str(tmp_path / "oneflow.sqlite3"), PORT=str(port))
     process = subprocess.Popen(  # noqa: S602 - the README's own command, run as a user would
@@ -87,6 +88,16 @@ def test_the_run_command_serves_oneflow_with_a_working_demo_key(embedded_oneflow
     wait_ready(base_url)
 
     assert call(base_url, "GET", "/v1/models", headers={"Authorization": f"Bearer {key}"}).status == 200
+    chat = call(
+        base_url,
+        "POST",
+        "/v1/chat/completions",
+        body=b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}',
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    assert chat.status == 200, chat.body
+    assert chat.json()["choices"][0]["message"]["content"]
+    assert chat.headers["x-oneflow-provider"] == "Simulator"
     assert call(base_url, "GET", "/v1/models", headers={"Authorization": "Bearer of_live_nope"}).status == 401
     assert call(base_url, "GET", "/admin/login/").status == 200
     assert call(base_url, "GET", "/static/admin/css/base.css").status == 200

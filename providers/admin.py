@@ -1,0 +1,119 @@
+"""Operators configure providers, credentials, public models and deployments here.
+
+Every save goes through providers.services so gateways see the change at once.
+Credentials are write-only: a stored secret is never shown again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import models
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from providers import services
+from providers.models import Credential, Deployment, Provider, PublicModel
+
+
+class ConfigAdmin(admin.ModelAdmin):
+    """Bumps the configuration version after every change made here."""
+
+    show_full_result_count = False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        services.provider_config_changed()
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        super().delete_model(request, obj)
+        services.provider_config_changed()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        super().delete_queryset(request, queryset)
+        services.provider_config_changed()
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        services.provider_config_changed()
+
+
+@admin.register(Provider)
+class ProviderAdmin(ConfigAdmin):
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    list_display = ("name", "kind", "base_url", "enabled", "created_at")
+    list_filter = ("kind", "enabled")
+    search_fields = ("name", "base_url")
+
+
+class CredentialForm(forms.ModelForm):
+    secret = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Write-only: stored encrypted, never shown again. Leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = Credential
+        fields = ("provider", "name", "secret", "reference", "status", "status_reason")
+
+
+@admin.register(Credential)
+class CredentialAdmin(ConfigAdmin):
+    form = CredentialForm
+    list_display = ("name", "provider", "status", "stored", "reference", "created_at")
+    list_filter = ("status", "provider__kind")
+    search_fields = ("name", "provider__name")
+    list_select_related = ("provider",)
+    autocomplete_fields = ("provider",)
+
+    @admin.display(boolean=True, description="secret stored")
+    def stored(self, credential: Credential) -> bool:
+        return bool(credential.sealed_secret)
+
+    def save_model(self, request: HttpRequest, obj: Credential, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if form.cleaned_data.get("secret"):
+            services.credential_set_secret(credential=obj, secret=form.cleaned_data["secret"])
+
+
+class DeploymentInline(admin.TabularInline):
+    model = Deployment
+    extra = 0
+    fields = ("provider", "upstream_model", "credential", "priority", "weight", "enabled")
+    autocomplete_fields = ("provider", "credential")
+
+
+@admin.register(PublicModel)
+class PublicModelAdmin(ConfigAdmin):
+    list_display = ("name", "kind", "owned_by", "is_public", "created_at")
+    list_filter = ("kind", "is_public")
+    search_fields = ("name",)
+    inlines = (DeploymentInline,)
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(ConfigAdmin):
+    list_display = ("public_model", "provider", "upstream_model", "priority", "weight", "enabled")
+    list_filter = ("enabled", "provider__kind", "provider")
+    search_fields = ("public_model__name", "upstream_model", "provider__name")
+    list_select_related = ("public_model", "provider")
+    autocomplete_fields = ("public_model", "provider", "credential")
+    actions = ("test_connection", "enable", "disable")
+
+    @admin.action(description="Test connection (one tiny real request)")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
+        for deployment in queryset.select_related("provider", "credential", "public_model")[:20]:
+            ok, outcome = services.deployment_test_connection(deployment=deployment)
+            self.message_user(request, f"{deployment}: {outcome}", level=messages.SUCCESS if ok else messages.ERROR)
+
+    @admin.action(description="Enable")
+    def enable(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
+        services.deployments_set_enabled(deployments=queryset, enabled=True)
+
+    @admin.action(description="Disable (never undone automatically)")
+    def disable(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
+        services.deployments_set_enabled(deployments=queryset, enabled=False)
