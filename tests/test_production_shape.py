@@ -1,0 +1,112 @@
+"""OneFlow as production runs it: gunicorn with two uvicorn workers, PostgreSQL
+and Redis (CI only). Metrics and usage must add up across the workers."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from accounts import services as accounts_services
+from billing.models import UsageEvent
+from billing.services import usage_drain
+from providers.services import catalog_seed_demo
+from tests.conftest import free_port
+from tests.http import call
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUESTS = 40
+
+
+@pytest.fixture
+def gunicorn(live_services: None, transactional_db: None, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    database = settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "ONEFLOW_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "JWT_SIGNING_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        # The server must use the test database the fixtures write to.
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "ENCRYPTION_KEY": settings.ENCRYPTION_KEY,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+        "WEB_CONCURRENCY": "2",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(  # noqa: S603 - our own server
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "deploy/gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "oneflow.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if call(url, "GET", "/healthz", headers={"Host": "localhost"}).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_metrics_and_usage_add_up_across_two_workers(gunicorn: str, tmp_path: Path) -> None:
+    catalog_seed_demo()
+    alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
+    acme = accounts_services.organization_create(name="Acme", owner=alice)
+    key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(
+            pool.map(
+                lambda _: call(gunicorn, "POST", "/v1/chat/completions", body=body, headers=headers), range(REQUESTS)
+            )
+        )
+
+    assert [r.status for r in replies] == [200] * REQUESTS
+    served_by = {r.headers.get("x-request-id") for r in replies}
+    assert len(served_by) == REQUESTS
+    metrics = call(gunicorn, "GET", "/metrics", headers={"Host": "localhost"}).body.decode()
+    labels = 'endpoint="chat",model="gpt-4o-mini",provider="Simulator",status_class="2xx"'
+    counted = re.search(rf"^oneflow_requests_total\{{{labels}\}} (\S+)$", metrics, flags=re.M)
+    assert counted is not None, metrics[:2000]
+    assert float(counted.group(1)) == REQUESTS
+    # Each worker writes its own metrics file: two writers and the exact total
+    # mean /metrics summed both workers rather than answering for one.
+    writers = {path.name for path in (tmp_path / "prometheus").glob("counter_*.db")}
+    assert len(writers) == 2, writers
+    deadline = time.monotonic() + 10
+    while UsageEvent.objects.count() < REQUESTS and time.monotonic() < deadline:
+        usage_drain()
+        time.sleep(0.1)
+    assert UsageEvent.objects.count() == REQUESTS
