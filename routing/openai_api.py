@@ -86,8 +86,7 @@ async def _visible_models(request: Request) -> list[Any]:
     await snapshots.sync(redis.loop_client())
     key = await snapshots.authenticate(raw_key(request))
     catalog = await snapshots.get_catalog()
-    allowed = set(key.allowed_models)
-    return [m for m in catalog.listed if (m.name in allowed if allowed else m.is_public)]
+    return [model for model in catalog.listed if snapshots.visible(model, key)]
 
 
 async def models_list(request: Request) -> None:

@@ -82,11 +82,13 @@ async def admit(call: Call, model_name: Any, *, kind: str) -> None:
     allowed = call.key.allowed_models
     if model is None or model.kind != kind:
         raise model_not_found(model_name)
-    if allowed and model.name not in allowed and model_name not in allowed:
-        raise GatewayError(
-            403, f"This API key may not use the model `{model_name}`.", code="model_not_allowed", param="model"
-        )
-    if not model.is_public and not allowed:
+    if allowed:
+        # A key's own list overrides visibility: it may name hidden models.
+        if model.name not in allowed and model_name not in allowed:
+            raise GatewayError(
+                403, f"This API key may not use the model `{model_name}`.", code="model_not_allowed", param="model"
+            )
+    elif not snapshots.visible(model, call.key):
         raise model_not_found(model_name)
     if not model.deployments:
         raise GatewayError(503, f"No deployment can serve `{model.name}` right now.", code="model_unavailable")

@@ -18,8 +18,9 @@ from accounts.keys import raw_key_prefix
 from accounts.selectors import KeyCredentials, api_key_credentials
 from oneflow.lib import config_version
 from oneflow.lib.db import in_thread
-from providers.selectors import Catalog, catalog_build
+from providers.selectors import Catalog, ModelView, catalog_build
 from routing.errors import invalid_key
+from routing.selectors import model_grants
 
 KEY_TTL = 60.0  # seconds a key stays cached even if nothing changes
 MISSING_TTL = 30.0  # unknown prefixes, so a stream of bad keys does not hit the DB
@@ -31,6 +32,7 @@ class Snapshots:
         self.version: bytes | str | None = None
         self.keys: dict[str, tuple[KeyCredentials | None, float]] = {}
         self.catalog: Catalog | None = None
+        self.grants: dict[int, frozenset[int]] = {}
         self.catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
 
@@ -66,9 +68,16 @@ class Snapshots:
             return catalog
         async with self._catalog_lock:
             if self.catalog is None or time.monotonic() - self.catalog_at >= CATALOG_TTL:
-                self.catalog = await in_thread(catalog_build)
+                self.catalog, self.grants = await in_thread(lambda: (catalog_build(), model_grants()))
                 self.catalog_at = time.monotonic()
+            assert self.catalog is not None  # noqa: S101 - set just above or by the lock's previous holder
             return self.catalog
+
+    def visible(self, model: ModelView, key: KeyCredentials) -> bool:
+        """Public models, models granted to the key's organization, and models the key names."""
+        if key.allowed_models:
+            return model.name in key.allowed_models
+        return model.is_public or model.id in self.grants.get(key.organization_id, ())
 
 
 snapshots = Snapshots()

@@ -10,8 +10,12 @@ import openai
 import pytest
 
 from accounts import services as accounts_services
+from accounts.models import Organization
 from billing.models import UsageEvent
-from providers.models import Provider
+from oneflow.lib import config_version
+from providers.models import Deployment, Provider, PublicModel
+from providers.services import catalog_seed_demo
+from routing.models import ModelAccess
 from tests.routing.conftest import Gateway, simulator_settings
 
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there, gateway!"}]
@@ -167,3 +171,44 @@ def test_a_client_that_leaves_mid_stream_cancels_upstream_and_pays_for_what_was_
 def test_the_simulator_is_seeded_with_no_provider_key(gateway: Gateway) -> None:
     assert Provider.objects.filter(kind=Provider.Kind.SIMULATOR, enabled=True).exists()
     assert not Provider.objects.filter(kind=Provider.Kind.OPENAI).exists()
+
+
+def test_with_openai_api_key_set_the_seeded_openai_provider_serves_instead(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert catalog_seed_demo() is False
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    assert catalog_seed_demo() is True
+
+    enabled = Deployment.objects.filter(public_model__name="gpt-4o-mini", enabled=True).select_related("provider")
+    [deployment] = enabled
+    assert deployment.provider.kind == Provider.Kind.OPENAI
+    assert deployment.provider.base_url == "https://api.openai.com/v1"
+    assert deployment.credential is not None
+    assert deployment.credential.reference == "env:OPENAI_API_KEY"
+    assert deployment.credential.sealed_secret == ""
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    catalog_seed_demo()
+    [back] = Deployment.objects.filter(public_model__name="gpt-4o-mini", enabled=True).select_related("provider")
+    assert back.provider.kind == Provider.Kind.SIMULATOR
+
+
+def test_a_hidden_model_is_visible_only_to_organizations_granted_it(gateway: Gateway) -> None:
+    PublicModel.objects.filter(name="gpt-4o-mini").update(is_public=False)
+    sdk = client(gateway)
+    assert [m.id for m in sdk.models.list()] == ["text-embedding-3-small"]
+    with pytest.raises(openai.NotFoundError):
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    ModelAccess.objects.create(
+        public_model=PublicModel.objects.get(name="gpt-4o-mini"), organization=gateway.key.key.organization
+    )
+    config_version.bump()  # as the admin's save does
+    assert [m.id for m in sdk.models.list()] == ["gpt-4o-mini", "text-embedding-3-small"]
+    assert sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices
+
+    other = Organization.objects.create(name="Other", slug="other")
+    outsider_key = accounts_services.api_key_create(organization=other, name="x", created_by=None).raw
+    assert [m.id for m in client(gateway, key=outsider_key).models.list()] == ["text-embedding-3-small"]
