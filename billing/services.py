@@ -59,7 +59,7 @@ def _touch_keys(rows: list[UsageEvent]) -> None:
         ApiKey.objects.filter(stale, pk=key_id).update(last_used_at=moment)
 
 
-def usage_drain(*, max_batches: int = 50) -> int:
+def usage_drain(*, max_batches: int = 50, claim_idle_ms: int = CLAIM_IDLE_MS) -> int:
     """Moves pending usage events from Redis into PostgreSQL; returns how many were read.
 
     Safe to run concurrently and repeatedly: each consumer gets its own events,
@@ -69,7 +69,7 @@ def usage_drain(*, max_batches: int = 50) -> int:
     _ensure_group(client)
     consumer = f"{socket.gethostname()}-{os.getpid()}"
     total = 0
-    claimed: Any = client.xautoclaim(usage.STREAM, usage.GROUP, consumer, CLAIM_IDLE_MS, "0-0", count=BATCH)
+    claimed: Any = client.xautoclaim(usage.STREAM, usage.GROUP, consumer, claim_idle_ms, "0-0", count=BATCH)
     batches = [claimed[1]] if claimed and claimed[1] else []
     for _ in range(max_batches):
         if not batches:

@@ -230,3 +230,38 @@ def test_a_failed_deployment_falls_back_to_the_next(gateway: Gateway, upstream: 
     assert raw.headers["x-oneflow-provider"] == "fake-anthropic"
     [event] = gateway.events()
     assert event.attempts == 2
+
+
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+IMAGE_MESSAGES: Any = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is in this image?"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}},
+        ],
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected_part"),
+    [
+        (Provider.Kind.OPENAI, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}}),
+        (
+            Provider.Kind.ANTHROPIC,
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}},
+        ),
+        (Provider.Kind.GEMINI, {"inlineData": {"mimeType": "image/png", "data": PIXEL}}),
+    ],
+)
+def test_images_reach_each_provider_in_its_own_form(
+    gateway: Gateway, upstream: FakeUpstream, kind: str, expected_part: dict[str, Any]
+) -> None:
+    route(upstream, kind)
+    completion = sdk(gateway).chat.completions.create(model="smart", messages=IMAGE_MESSAGES)
+    assert completion.choices[0].message.content == DEFAULT_REPLY
+    sent = upstream.requests[0].json
+    turns = sent.get("messages") or sent.get("contents")
+    parts = turns[-1].get("content") or turns[-1].get("parts")
+    assert expected_part in parts
