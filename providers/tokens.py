@@ -66,6 +66,17 @@ def count_chat_prompt(body: dict[str, Any], *, model: str) -> int:
     return total
 
 
+def openai_usage(*, prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
+    """A usage object in OpenAI's shape, which every adapter reports in."""
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
 def count_embedding_input(value: Any, *, model: str) -> int:
     if isinstance(value, str):
         return count_text(value, model=model)

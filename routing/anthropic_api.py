@@ -19,16 +19,15 @@ from providers.translate.anthropic import (
     openai_response_to_anthropic,
 )
 from routing import protocol
-from routing.errors import GatewayError, bad_request
+from routing.errors import bad_request
 from routing.openai_api import read_json
 from routing.protocol import Request
-from routing.proxy import Call, admit, complete, finish, open_stream
+from routing.proxy import Call, admit, complete, open_stream, recorded, respond
 from routing.streaming import forward
 
 
 async def messages(request: Request) -> None:
-    call = Call(request=request, endpoint="messages")
-    try:
+    async with recorded(Call(request=request, endpoint="messages")) as call:
         raw = await read_json(request)
         if not isinstance(raw, dict):
             raise bad_request("The request body must be a JSON object.")
@@ -38,19 +37,11 @@ async def messages(request: Request) -> None:
             raise bad_request(exc.message, param=exc.param) from None
         call.body, call.stream = body, bool(body.get("stream"))
         await admit(call, raw.get("model"), kind="chat")
-        headers = {**call.response_headers(), "request-id": request.request_id}
         if call.stream:
             await _stream(call, str(raw.get("model")))
         else:
-            result = await complete(call)
-            answer = openai_response_to_anthropic(result, model=str(raw.get("model")))
-            await finish(call)
-            await protocol.send_json(request, 200, answer, {**headers, **call.response_headers()})
-    except GatewayError as error:
-        call.status_code = error.status
-        raise
-    finally:
-        await finish(call)
+            answer = openai_response_to_anthropic(await complete(call), model=str(raw.get("model")))
+            await respond(call, 200, answer, {"request-id": request.request_id})
 
 
 async def _stream(call: Call, model: str) -> None:

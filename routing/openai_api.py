@@ -7,9 +7,9 @@ from typing import Any
 from oneflow.lib import json, redis, sse
 from providers.adapters import UpstreamError
 from routing import protocol, validation
-from routing.errors import GatewayError, bad_request, model_not_found
+from routing.errors import bad_request, model_not_found
 from routing.protocol import Request
-from routing.proxy import Call, admit, complete, finish, open_stream, raw_key
+from routing.proxy import Call, admit, complete, open_stream, raw_key, recorded, respond
 from routing.snapshots import snapshots
 from routing.streaming import forward
 
@@ -25,22 +25,14 @@ async def read_json(request: Request) -> Any:
 
 
 async def chat_completions(request: Request) -> None:
-    call = Call(request=request, endpoint="chat")
-    try:
+    async with recorded(Call(request=request, endpoint="chat")) as call:
         body = validation.chat_request(await read_json(request))
         call.body, call.stream = body, bool(body.get("stream"))
         await admit(call, body.get("model"), kind="chat")
         if call.stream:
             await _stream_chat(call)
         else:
-            result = await complete(call)
-            await finish(call)
-            await protocol.send_json(request, 200, result, call.response_headers())
-    except GatewayError as error:
-        call.status_code = error.status
-        raise
-    finally:
-        await finish(call)
+            await respond(call, 200, await complete(call))
 
 
 async def _stream_chat(call: Call) -> None:
@@ -64,18 +56,10 @@ async def _stream_chat(call: Call) -> None:
 
 
 async def embeddings(request: Request) -> None:
-    call = Call(request=request, endpoint="embeddings")
-    try:
+    async with recorded(Call(request=request, endpoint="embeddings")) as call:
         call.body = validation.embeddings_request(await read_json(request))
         await admit(call, call.body.get("model"), kind="embedding")
-        result = await complete(call)
-        await finish(call)
-        await protocol.send_json(request, 200, result, call.response_headers())
-    except GatewayError as error:
-        call.status_code = error.status
-        raise
-    finally:
-        await finish(call)
+        await respond(call, 200, await complete(call))
 
 
 def _model_object(model: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ render the result in their protocol.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from oneflow.lib import redis
 from providers import tokens
 from providers.adapters import ErrorKind, UpstreamError, adapter_for
 from providers.selectors import DeploymentView, ModelView
-from routing import metrics
+from routing import metrics, protocol
 from routing.errors import GatewayError, model_not_found
 from routing.protocol import Request
 from routing.snapshots import snapshots
@@ -111,6 +112,14 @@ def _failed(call: Call, error: UpstreamError) -> GatewayError:
     )
 
 
+def _attempt_failed(call: Call, error: UpstreamError) -> UpstreamError:
+    """Counts a failed attempt; the caller's own mistakes end the request at once."""
+    metrics.upstream_failed(call, error)
+    if error.kind is ErrorKind.REQUEST:
+        raise _failed(call, error) from None
+    return error
+
+
 async def complete(call: Call) -> dict[str, Any]:
     """The non-streaming answer, from the first deployment that gives one."""
     last: UpstreamError | None = None
@@ -125,10 +134,7 @@ async def complete(call: Call) -> dict[str, Any]:
                 result = await adapter.chat(deployment.target, call.body)
             call.upstream_ms = (time.perf_counter() - started) * 1000
         except UpstreamError as error:
-            metrics.upstream_failed(call, error)
-            if error.kind is ErrorKind.REQUEST:
-                raise _failed(call, error) from None
-            last = error
+            last = _attempt_failed(call, error)
             continue
         _account_result(call, result)
         return result
@@ -161,15 +167,8 @@ def _message_text(message: dict[str, Any]) -> str:
 
 def _estimate(call: Call, completion_text: str) -> dict[str, Any]:
     model = call.deployment.target.upstream_model if call.deployment else ""
-    prompt = tokens.count_chat_prompt(call.body, model=model)
     completion = tokens.count_text(completion_text, model=model) if completion_text else 0
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0},
-    }
+    return tokens.openai_usage(prompt=tokens.count_chat_prompt(call.body, model=model), completion=completion)
 
 
 async def open_stream(call: Call) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
@@ -185,10 +184,7 @@ async def open_stream(call: Call) -> tuple[dict[str, Any], AsyncIterator[dict[st
         try:
             first = await anext(chunks)
         except UpstreamError as error:
-            metrics.upstream_failed(call, error)
-            if error.kind is ErrorKind.REQUEST:
-                raise _failed(call, error) from None
-            last = error
+            last = _attempt_failed(call, error)
             continue
         except StopAsyncIteration:
             last = UpstreamError("The upstream provider sent an empty stream.", kind=ErrorKind.TRANSIENT, status=502)
@@ -263,3 +259,21 @@ async def finish(call: Call) -> None:
     except Exception:
         # The answer was served; losing its usage must be loud.
         logger.exception("usage event could not be appended", extra={"request_id": record.request_id})
+
+
+@contextlib.asynccontextmanager
+async def recorded(call: Call) -> AsyncIterator[Call]:
+    """Records the call's usage event and metrics however the request ends."""
+    try:
+        yield call
+    except GatewayError as error:
+        call.status_code = error.status
+        raise
+    finally:
+        await finish(call)
+
+
+async def respond(call: Call, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    """Sends a whole JSON answer, recording the call before its bytes go out."""
+    await finish(call)
+    await protocol.send_json(call.request, status, payload, {**call.response_headers(), **(headers or {})})

@@ -93,15 +93,9 @@ def _maybe_fail(settings: Any) -> None:
 
 
 def _usage(body: dict[str, Any], text: str, model: str) -> dict[str, Any]:
-    prompt = tokens.count_chat_prompt(body, model=model)
-    completion = tokens.count_text(text, model=model)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0},
-    }
+    return tokens.openai_usage(
+        prompt=tokens.count_chat_prompt(body, model=model), completion=tokens.count_text(text, model=model)
+    )
 
 
 class SimulatorAdapter(Adapter):

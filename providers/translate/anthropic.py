@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from oneflow.lib.errors import InvalidInput
+from providers.tokens import openai_usage
 
 Json = dict[str, Any]
 
@@ -66,16 +67,6 @@ def is_json_mode(body: Json) -> bool:
 
 def finish_reason_from_anthropic(stop_reason: str | None) -> str:
     return _FINISH_FROM_ANTHROPIC.get(stop_reason or "", "stop")
-
-
-def openai_usage(*, prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> Json:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
-    }
 
 
 def _usage_from_anthropic(usage: Json) -> Json:

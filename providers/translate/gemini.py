@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from oneflow.lib.errors import InvalidInput
-from providers.translate.anthropic import UpstreamStreamError, drop_none, openai_usage
+from providers.tokens import openai_usage
+from providers.translate.anthropic import UpstreamStreamError, drop_none
 
 Json = dict[str, Any]
 
