@@ -17,11 +17,10 @@ from providers.adapters.base import (
     decode_event,
     post_json,
     post_stream,
-    usage_chunk,
+    translated_stream,
 )
 from providers.translate.anthropic import (
     AnthropicStreamToOpenAI,
-    UpstreamStreamError,
     anthropic_to_openai_response,
     is_json_mode,
     openai_to_anthropic_request,
@@ -84,14 +83,13 @@ class AnthropicAdapter(Adapter):
             target=target,
             error_message=error_message,
         )
-        async for event in events:
-            try:
-                chunks = translator.feed(event.event, decode_event(event.data))
-            except UpstreamStreamError as exc:
-                raise UpstreamError(exc.message, kind=ErrorKind.TRANSIENT, status=502, mid_stream=True) from None
-            for chunk in chunks:
-                yield chunk
-        if translator.usage is not None:
-            yield usage_chunk(
-                completion_id=completion_id, created=created, model=target.upstream_model, usage=translator.usage
-            )
+        chunks = translated_stream(
+            events,
+            lambda event: translator.feed(event.event, decode_event(event.data)),
+            lambda: translator.usage,
+            completion_id=completion_id,
+            created=created,
+            model=target.upstream_model,
+        )
+        async for chunk in chunks:
+            yield chunk

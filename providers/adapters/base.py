@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from oneflow.lib import http, json, sse
+from providers.translate.anthropic import UpstreamStreamError
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,3 +201,29 @@ def usage_chunk(*, completion_id: str, created: int, model: str, usage: dict[str
         "choices": [],
         "usage": usage,
     }
+
+
+async def translated_stream(
+    events: AsyncIterator[sse.Event],
+    feed: Callable[[sse.Event], list[dict[str, Any]]],
+    usage: Callable[[], dict[str, Any] | None],
+    *,
+    completion_id: str,
+    created: int,
+    model: str,
+) -> AsyncIterator[dict[str, Any]]:
+    """OpenAI chunks from another protocol's events, closed by a usage chunk.
+
+    ``feed`` turns one event into chunks (raising the translator's stream
+    error on an upstream error event); ``usage`` reads what was reported.
+    """
+    async for event in events:
+        try:
+            chunks = feed(event)
+        except UpstreamStreamError as exc:
+            raise UpstreamError(exc.message, kind=ErrorKind.TRANSIENT, status=502, mid_stream=True) from None
+        for chunk in chunks:
+            yield chunk
+    reported = usage()
+    if reported is not None:
+        yield usage_chunk(completion_id=completion_id, created=created, model=model, usage=reported)
