@@ -70,6 +70,7 @@ class UpstreamState:
         self._script: deque[Behave] = deque()
         self._ids = itertools.count(1)
         self._arrived = threading.Condition(self._lock)
+        self._abandoned = 0
 
     def record(self, request: RecordedRequest) -> None:
         with self._arrived:
@@ -97,6 +98,14 @@ class UpstreamState:
     def pending(self) -> int:
         with self._lock:
             return len(self._script)
+
+    def stream_abandoned(self) -> None:
+        with self._lock:
+            self._abandoned += 1
+
+    def abandoned_streams(self) -> int:
+        with self._lock:
+            return self._abandoned
 
     def reset(self) -> None:
         with self._lock:
@@ -285,6 +294,18 @@ async def send_stream(
     await response.prepare(call.request)
     total = sum(frame.content for frame in frames)
     cut = None if behave.cut_after is None else min(behave.cut_after, total)
+    try:
+        return await _write_frames(call, response, frames, cut=cut, error_frame=error_frame)
+    except (asyncio.CancelledError, ConnectionResetError):
+        # The client (the gateway) went away mid-stream: tests assert on it.
+        call.state.stream_abandoned()
+        raise
+
+
+async def _write_frames(
+    call: Call, response: web.StreamResponse, frames: Sequence[Frame], *, cut: int | None, error_frame: bytes | None
+) -> web.StreamResponse:
+    behave = call.behave
     sent = 0
     for position, frame in enumerate(frames):
         if frame.content and cut is not None and sent >= cut:

@@ -150,6 +150,11 @@ class FakeUpstream:
         return self.state.pending()
 
     @property
+    def abandoned_streams(self) -> int:
+        """Streams whose client closed the connection before the last frame."""
+        return self.state.abandoned_streams()
+
+    @property
     def requests(self) -> list[RecordedRequest]:
         """A snapshot of the requests received so far, oldest first."""
         return self.state.requests()

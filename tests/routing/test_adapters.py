@@ -4,6 +4,8 @@ protocol, driven by the official openai SDK through a live OneFlow."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 from typing import Any
 
 import openai
@@ -265,3 +267,30 @@ def test_images_reach_each_provider_in_its_own_form(
     turns = sent.get("messages") or sent.get("contents")
     parts = turns[-1].get("content") or turns[-1].get("parts")
     assert expected_part in parts
+
+
+def test_a_client_leaving_mid_stream_closes_the_upstream_connection_at_once(
+    gateway: Gateway, upstream: FakeUpstream
+) -> None:
+    route(upstream, Provider.Kind.OPENAI)
+    # Five chunks at 0.5 s each: the whole stream would take 2.5 s.
+    upstream.script(Behave(chunk_delay=0.5))
+    body = json.dumps({"model": "smart", "stream": True, "messages": MESSAGES}).encode()
+    host, port = gateway.server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {gateway.key.raw}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        received = b""
+        while received.count(b"data: ") < 2:
+            received += sock.recv(4096)
+    left = time.monotonic()
+
+    while upstream.abandoned_streams == 0:
+        assert time.monotonic() - left < 1.0, "the upstream stream was not closed"
+        time.sleep(0.02)
+    [event] = gateway.events()
+    assert (event.client_disconnected, event.status_code, event.usage_source) == (True, 499, "estimated")
+    assert event.completion_tokens == 1  # "Hello": the one content chunk that had arrived
