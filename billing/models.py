@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import ClassVar
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -48,3 +50,102 @@ class UsageEvent(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+_USD_PER_1M = {"max_digits": 16, "decimal_places": 6, "validators": [MinValueValidator(0)]}
+
+
+class Price(models.Model):
+    """One version of a public model's price, in force from ``effective_from``
+    until the next version of the same model. History is never edited: a price
+    change is a new version, so every usage row keeps the price it was charged at.
+    """
+
+    public_model = models.CharField(max_length=200)
+    effective_from = models.DateTimeField(default=timezone.now)
+    # USD per 1M tokens, as providers list them; CREDITS_PER_USD converts.
+    input_per_1m = models.DecimalField(**_USD_PER_1M)  # type: ignore[arg-type]
+    cached_input_per_1m = models.DecimalField(**_USD_PER_1M)  # type: ignore[arg-type]
+    output_per_1m = models.DecimalField(**_USD_PER_1M)  # type: ignore[arg-type]
+    # USD per request, on top of tokens.
+    request_fee = models.DecimalField(default=Decimal(0), **_USD_PER_1M)  # type: ignore[arg-type]
+    is_free = models.BooleanField(
+        default=False, help_text="Serve this model at no charge (an explicit choice: a missing price is refused)."
+    )
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(
+                fields=["public_model", "effective_from"], name="billing_price_one_version_at_a_time"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(input_per_1m__gte=0)
+                & models.Q(cached_input_per_1m__gte=0)
+                & models.Q(output_per_1m__gte=0)
+                & models.Q(request_fee__gte=0),
+                name="billing_price_not_negative",
+            ),
+        ]
+        indexes: ClassVar = [
+            # price_at(): the newest version of a model not after a moment.
+            models.Index(fields=["public_model", "-effective_from"], name="billing_price_lookup"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.public_model} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+
+class BillingAccount(models.Model):
+    """An organization's credits. ``balance`` is the sum of its ledger entries,
+    kept in one row so that a database constraint can refuse a negative one."""
+
+    organization = models.OneToOneField("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    # Credits, at money.INTERNAL_PLACES.
+    balance = models.DecimalField(max_digits=38, decimal_places=10, default=Decimal(0))
+    # Multiplies every price for this organization (1 = list price).
+    markup = models.DecimalField(max_digits=8, decimal_places=4, default=Decimal(1), validators=[MinValueValidator(0)])
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.CheckConstraint(condition=models.Q(balance__gte=0), name="billing_balance_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"credits of {self.organization_id}"
+
+
+class LedgerEntry(models.Model):
+    """An append-only balance change. Corrections are new entries, never edits."""
+
+    class Kind(models.TextChoices):
+        TOPUP = "topup", "Top-up"
+        GRANT = "grant", "Grant"
+        CHARGE = "charge", "Charge"
+        REFUND = "refund", "Refund"
+        ADJUSTMENT = "adjustment", "Adjustment"
+        EXPIRY = "expiry", "Expiry"
+
+    account = models.ForeignKey(BillingAccount, on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    # Credits, signed: positive adds to the balance.
+    amount = models.DecimalField(max_digits=38, decimal_places=10)
+    # Makes a retried operation (a webhook, a drained usage event) count once.
+    idempotency_key = models.CharField(max_length=128, unique=True)
+    price = models.ForeignKey(Price, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    request_id = models.CharField(max_length=64, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+        indexes: ClassVar = [
+            # The statement: one account's entries, newest first.
+            models.Index(fields=["account", "-created_at"], name="billing_ledger_statement"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount}"

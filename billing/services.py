@@ -6,16 +6,18 @@ import logging
 import os
 import socket
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import redis as redis_lib
 from django.db import transaction
 from django.db.models import Q
 
-from accounts.models import ApiKey
-from billing import usage
-from billing.models import UsageEvent
-from oneflow.lib import redis
+from accounts.models import ApiKey, Organization, User
+from billing import selectors, usage
+from billing.models import BillingAccount, LedgerEntry, UsageEvent
+from oneflow.lib import money, redis
+from oneflow.lib.errors import Conflict, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +90,81 @@ def usage_drain(*, max_batches: int = 50, claim_idle_ms: int = CLAIM_IDLE_MS) ->
     if total:
         logger.info("usage drained", extra={"events": total})
     return total
+
+
+# --- Credits -------------------------------------------------------------------------
+
+
+class InsufficientCredits(ServiceError):
+    status_code = 402
+    default_code = "insufficient_quota"
+
+
+def billing_account(*, organization: Organization) -> BillingAccount:
+    account, _ = BillingAccount.objects.get_or_create(organization=organization)
+    return account
+
+
+def ledger_post(
+    *,
+    organization: Organization,
+    kind: str,
+    amount: Decimal,
+    idempotency_key: str,
+    note: str = "",
+    created_by: User | None = None,
+    request_id: str = "",
+) -> LedgerEntry:
+    """Appends one balance change and moves the balance with it, atomically.
+
+    The account row is locked for the change, so concurrent postings queue and
+    the balance always equals the sum of the entries. A posting that would take
+    the balance below zero is refused (and the database constraint would
+    refuse it too). Posting the same idempotency key again returns the first
+    entry; with a different amount it is a conflict.
+    """
+    amount = money.internal(amount)
+    with transaction.atomic(durable=True):
+        account = BillingAccount.objects.select_for_update().get(pk=billing_account(organization=organization).pk)
+        existing = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            if existing.amount != amount or existing.account_id != account.pk:
+                raise Conflict("This idempotency key was used for another posting.", code="idempotency_conflict")
+            return existing
+        if account.balance + amount < 0:
+            raise InsufficientCredits(
+                f"The balance ({money.display_text(account.balance)}) cannot cover {money.display_text(-amount)}."
+            )
+        entry = LedgerEntry.objects.create(
+            account=account,
+            kind=kind,
+            amount=amount,
+            idempotency_key=idempotency_key,
+            note=note,
+            created_by=created_by,
+            request_id=request_id,
+        )
+        account.balance = money.internal(account.balance + amount)
+        account.save(update_fields=["balance", "updated_at"])
+    return entry
+
+
+def credits_grant(
+    *, organization: Organization, amount: Decimal, idempotency_key: str, note: str = "", created_by: User | None = None
+) -> LedgerEntry:
+    if amount <= 0:
+        raise ServiceError("A grant must be a positive amount.", param="amount")
+    return ledger_post(
+        organization=organization,
+        kind=LedgerEntry.Kind.GRANT,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        note=note,
+        created_by=created_by,
+    )
+
+
+def ledger_reconcile(*, organization: Organization) -> tuple[Decimal, Decimal]:
+    """(balance, sum of entries) of an organization; they must be equal."""
+    account = billing_account(organization=organization)
+    return account.balance, selectors.ledger_sum(account=account)

@@ -12,6 +12,7 @@ import builtins
 import os
 from collections.abc import Mapping
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -55,6 +56,16 @@ class Env:
         return timedelta(
             seconds=self.int(name, int(default.total_seconds()), minimum=0),
         )
+
+    def decimal(self, name: builtins.str, default: builtins.str) -> Decimal:
+        raw = self.str(name, default)
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            raise ImproperlyConfigured(f"{name} must be a decimal number, got {raw!r}") from None
+        if not value.is_finite() or value <= 0:
+            raise ImproperlyConfigured(f"{name} must be a positive number, got {raw!r}")
+        return value
 
     def list(
         self, name: builtins.str, default: builtins.list[builtins.str] | None = None
