@@ -38,6 +38,12 @@ class UsageEvent(models.Model):
     ttft_ms = models.PositiveIntegerField(null=True, help_text="Time to first token, streams only.")
     attempts = models.PositiveSmallIntegerField(default=1)
     client_disconnected = models.BooleanField(default=False)
+    # What the provider charges OneFlow for this request, USD (margin = cost - provider_cost).
+    provider_cost_usd = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal(0))
+    # Priced by the drain at the version in force when the request arrived.
+    price = models.ForeignKey("billing.Price", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # Credits, at money.INTERNAL_PLACES.
+    cost = models.DecimalField(max_digits=38, decimal_places=10, default=Decimal(0))
     created_at = models.DateTimeField(default=timezone.now, help_text="When the request arrived.")
 
     class Meta:
@@ -149,3 +155,44 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount}"
+
+
+class UsageRollup(models.Model):
+    """Usage summed per organization, key, model and provider for one hour or day.
+
+    Dashboards and the usage API read these, never the raw events.
+    """
+
+    class Period(models.TextChoices):
+        HOUR = "hour", "Hour"
+        DAY = "day", "Day"
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, on_delete=models.SET_NULL, related_name="+")
+    public_model = models.CharField(max_length=200)
+    provider = models.CharField(max_length=100, blank=True)
+    period = models.CharField(max_length=4, choices=Period.choices)
+    bucket = models.DateTimeField(help_text="Start of the hour or (UTC) day.")
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=38, decimal_places=10, default=Decimal(0))  # credits
+    provider_cost_usd = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal(0))
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(
+                fields=["organization", "api_key", "public_model", "provider", "period", "bucket"],
+                name="billing_rollup_one_row_per_bucket",
+                nulls_distinct=False,
+            ),
+        ]
+        indexes: ClassVar = [
+            # The usage API: one organization's buckets of one period in a date range.
+            models.Index(fields=["organization", "period", "bucket"], name="billing_rollup_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.public_model} {self.period} {self.bucket:%Y-%m-%d %H:00}"

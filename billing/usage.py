@@ -41,6 +41,7 @@ class UsageRecord:
     attempts: int
     client_disconnected: bool
     created_at: float  # unix seconds, when the request arrived
+    provider_cost_usd: str = "0"  # Decimal as text: JSON has no exact decimals
 
 
 async def usage_append(client: redis.asyncio.Redis, record: UsageRecord) -> None:

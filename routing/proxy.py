@@ -14,9 +14,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from accounts.selectors import KeyCredentials
+from billing.pricing import Terms, Tokens, cost_usd
 from billing.usage import UsageRecord, usage_append
 from oneflow.lib import redis
 from providers import tokens
@@ -253,12 +255,24 @@ async def finish(call: Call) -> None:
         attempts=call.attempts,
         client_disconnected=call.client_disconnected,
         created_at=call.request.started_wall,
+        provider_cost_usd=str(_provider_cost(call)),
     )
     try:
         await usage_append(redis.loop_client(), record)
     except Exception:
         # The answer was served; losing its usage must be loud.
         logger.exception("usage event could not be appended", extra={"request_id": record.request_id})
+
+
+def _provider_cost(call: Call) -> Decimal:
+    """What the deployment's provider charges for this call, USD, from its cost rates."""
+    deployment, usage = call.deployment, call.usage
+    if deployment is None or not usage:
+        return Decimal(0)
+    prompt = int(usage.get("prompt_tokens") or 0)
+    cached = min(prompt, int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0))
+    rates = Terms(deployment.cost_input_per_1m, deployment.cost_cached_input_per_1m, deployment.cost_output_per_1m)
+    return cost_usd(rates, Tokens(prompt=prompt, cached=cached, completion=int(usage.get("completion_tokens") or 0)))
 
 
 @contextlib.asynccontextmanager

@@ -27,6 +27,12 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(autouse=True)
+def _keep_seeded_rows(django_db_serialized_rollback: None) -> None:
+    """Transactional tests empty every table when they end; this restores what
+    migrations seeded (prices, beat schedules) for the tests after them."""
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
     """Rate-limit counters live in the cache; each test starts with none."""
     cache.clear()

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
+from django.conf import settings
 
 from accounts.models import Organization
 from billing import usage
-from billing.models import UsageEvent
-from billing.services import usage_drain
+from billing.models import Price, UsageEvent
+from billing.services import billing_account, usage_drain
 from oneflow.lib import redis
 
 CLAIM_MS = 300  # production waits 60 s before taking a silent consumer's events
@@ -82,3 +85,38 @@ def test_events_a_dead_consumer_read_but_never_stored_are_taken_over(acme: Organ
     time.sleep(CLAIM_MS / 1000 + 0.05)
     assert usage_drain(claim_idle_ms=CLAIM_MS) == 1
     assert UsageEvent.objects.get().request_id == "req_lost"
+
+
+def test_events_are_priced_at_the_version_in_force_when_they_arrived(acme: Organization) -> None:
+    change = datetime(2027, 1, 1, tzinfo=UTC)
+    Price.objects.create(
+        public_model="gpt-4o-mini",
+        effective_from=change,
+        input_per_1m=Decimal(1),
+        cached_input_per_1m=Decimal("0.5"),
+        output_per_1m=Decimal(2),
+    )
+    account = billing_account(organization=acme)
+    account.markup = Decimal("1.5")
+    account.save()
+    million = replace(record(acme, "req"), prompt_tokens=1_000_000, cached_tokens=0, completion_tokens=1_000_000)
+    before = replace(million, request_id="req_before", created_at=(change - timedelta(seconds=1)).timestamp())
+    after = replace(million, request_id="req_after", created_at=change.timestamp())
+    append(before, after)
+
+    usage_drain()
+
+    rows = {e.request_id: e for e in UsageEvent.objects.select_related("price")}
+    per_usd = settings.CREDITS_PER_USD
+    # Seeded list price of gpt-4o-mini: 0.15 in, 0.60 out per 1M; markup 1.5.
+    assert rows["req_before"].cost == (Decimal("0.15") + Decimal("0.60")) * Decimal("1.5") * per_usd
+    assert rows["req_after"].cost == (Decimal(1) + Decimal(2)) * Decimal("1.5") * per_usd
+    assert rows["req_after"].price is not None
+    assert rows["req_after"].price.effective_from == change
+
+
+def test_an_unpriced_model_costs_nothing_and_keeps_no_price(acme: Organization) -> None:
+    append(replace(record(acme, "req_x"), public_model="my-own-model"))
+    usage_drain()
+    event = UsageEvent.objects.get()
+    assert (event.cost, event.price_id) == (Decimal(0), None)

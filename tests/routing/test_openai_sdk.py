@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import socket
 import time
+from decimal import Decimal
 from typing import Any
 
 import openai
 import pytest
+from django.conf import settings
 
 from accounts import services as accounts_services
 from accounts.models import Organization
 from billing.models import UsageEvent
-from oneflow.lib import config_version
+from oneflow.lib import config_version, money
 from providers.models import Deployment, Provider, PublicModel
 from providers.services import catalog_seed_demo
 from routing.models import ModelAccess
@@ -48,6 +50,12 @@ def test_chat_completion(gateway: Gateway) -> None:
     assert (event.usage_source, event.status_code, event.endpoint, event.stream) == ("reported", 200, "chat", False)
     assert event.public_model == "gpt-4o-mini"
     assert event.api_key_id == gateway.key.key.pk
+    # Priced at the seeded list price (0.15 / 0.60 USD per 1M), and the
+    # simulator deployment's cost rates, which the demo seeds the same.
+    per_million = Decimal(1_000_000)
+    usd = (event.prompt_tokens * Decimal("0.15") + event.completion_tokens * Decimal("0.60")) / per_million
+    assert event.cost == money.internal(usd * settings.CREDITS_PER_USD)
+    assert event.provider_cost_usd == money.internal(usd)
     gateway.key.key.refresh_from_db()
     assert gateway.key.key.last_used_at == event.created_at
 
