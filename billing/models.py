@@ -185,8 +185,10 @@ class UsageRollup(models.Model):
         constraints: ClassVar = [
             models.UniqueConstraint(
                 fields=["organization", "api_key", "public_model", "provider", "period", "bucket"],
+                # Rows of deleted keys (api_key NULL) are kept apart by the
+                # single rollup job, not by this constraint: SQLite cannot
+                # treat NULLs as equal here.
                 name="billing_rollup_one_row_per_bucket",
-                nulls_distinct=False,
             ),
         ]
         indexes: ClassVar = [

@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import redis as redis_lib
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncDay, TruncHour
+from django.utils import timezone
 
 from accounts.models import ApiKey, Organization, User
 from billing import selectors, usage
-from billing.models import BillingAccount, LedgerEntry, Price, UsageEvent
+from billing.models import BillingAccount, LedgerEntry, Price, UsageEvent, UsageRollup
 from billing.pricing import Terms, Tokens, cost_credits
 from oneflow.lib import money, redis
 from oneflow.lib.errors import Conflict, ServiceError
@@ -217,3 +219,54 @@ def ledger_reconcile(*, organization: Organization) -> tuple[Decimal, Decimal]:
     """(balance, sum of entries) of an organization; they must be equal."""
     account = billing_account(organization=organization)
     return account.balance, selectors.ledger_sum(account=account)
+
+
+# --- Rollups ---------------------------------------------------------------------------
+
+ROLLUP_LOOKBACK = timedelta(hours=2)  # events drained late still land in their hour
+_SUMS = {
+    "requests": Count("id"),
+    "errors": Count("id", filter=Q(status_code__gte=400)),
+    "prompt_tokens": Sum("prompt_tokens"),
+    "cached_tokens": Sum("cached_tokens"),
+    "completion_tokens": Sum("completion_tokens"),
+    "cost": Sum("cost"),
+    "provider_cost_usd": Sum("provider_cost_usd"),
+}
+_GROUP = ("organization_id", "api_key_id", "public_model", "provider", "bucket")
+
+
+def _upsert(period: str, rows: Any) -> int:
+    count = 0
+    for row in rows:
+        keys = {name: row[name] for name in _GROUP}
+        UsageRollup.objects.update_or_create(period=period, **keys, defaults={name: row[name] or 0 for name in _SUMS})
+        count += 1
+    return count
+
+
+def usage_rollup(*, now: datetime | None = None) -> int:
+    """Recomputes the hour buckets of the last two hours from events, and the
+    days they fall in from the hours; returns how many rows were written.
+
+    Each bucket is recomputed whole, so running it again changes nothing.
+    """
+    now = now or timezone.now()
+    first_hour = (now - ROLLUP_LOOKBACK).replace(minute=0, second=0, microsecond=0)
+    first_day = first_hour.replace(hour=0)
+    hours = (
+        UsageEvent.objects.filter(created_at__gte=first_hour)
+        .annotate(bucket=TruncHour("created_at", tzinfo=UTC))
+        .values(*_GROUP)
+        .annotate(**_SUMS)
+    )
+    with transaction.atomic(durable=True):
+        written = _upsert(UsageRollup.Period.HOUR, hours)
+        days = (
+            UsageRollup.objects.filter(period=UsageRollup.Period.HOUR, bucket__gte=first_day)
+            .annotate(day=TruncDay("bucket", tzinfo=UTC))
+            .values("organization_id", "api_key_id", "public_model", "provider", "day")
+            .annotate(**{name: Sum(name) for name in _SUMS})
+        )
+        written += _upsert(UsageRollup.Period.DAY, ({**row, "bucket": row["day"]} for row in days))
+    return written

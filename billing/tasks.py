@@ -10,3 +10,8 @@ from billing import services
 @shared_task(name="billing.drain_usage")
 def drain_usage() -> int:
     return services.usage_drain()
+
+
+@shared_task(name="billing.rollup_usage")
+def rollup_usage() -> int:
+    return services.usage_rollup()

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from billing import api
+
+urlpatterns = [
+    path("organizations/<int:org_id>/billing/balance", api.BalanceApi.as_view(), name="billing-balance"),
+    path("organizations/<int:org_id>/billing/ledger", api.LedgerApi.as_view(), name="billing-ledger"),
+    path("organizations/<int:org_id>/usage", api.UsageApi.as_view(), name="usage"),
+    path("organizations/<int:org_id>/usage.csv", api.UsageCsvApi.as_view(), name="usage-csv"),
+]

@@ -1,0 +1,94 @@
+"""Rollups and the billing REST API: balance, statement, usage, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from rest_framework.test import APIClient
+
+from accounts import services as accounts_services
+from accounts.models import Organization, User
+from billing.models import UsageEvent, UsageRollup
+from billing.services import credits_grant, ledger_post, usage_rollup
+
+NOW = datetime(2026, 11, 28, 10, 30, tzinfo=UTC)
+
+
+def event(organization: Organization, number: int, at: datetime, **fields: object) -> UsageEvent:
+    defaults: dict[str, object] = {
+        "request_id": f"req_{number}",
+        "organization": organization,
+        "endpoint": "chat",
+        "public_model": "gpt-4o-mini",
+        "provider": "OpenAI",
+        "status_code": 200,
+        "prompt_tokens": 100,
+        "completion_tokens": 10,
+        "usage_source": "reported",
+        "latency_ms": 20,
+        "cost": Decimal("0.001"),
+        "created_at": at,
+    }
+    return UsageEvent.objects.create(**{**defaults, **fields})
+
+
+def test_rollups_sum_hours_and_days_and_can_run_again(acme: Organization, alice: User) -> None:
+    key = accounts_services.api_key_create(organization=acme, name="k", created_by=alice).key
+    event(acme, 1, NOW - timedelta(minutes=50), api_key=key)
+    event(acme, 2, NOW - timedelta(minutes=20), api_key=key, status_code=502, completion_tokens=0)
+    event(acme, 3, NOW - timedelta(minutes=5), api_key=key, public_model="claude-sonnet-4", provider="Anthropic")
+
+    first = usage_rollup(now=NOW)
+    again = usage_rollup(now=NOW)
+
+    assert first == again
+    hours = UsageRollup.objects.filter(period="hour", public_model="gpt-4o-mini").order_by("bucket")
+    assert [(h.bucket.hour, h.requests, h.errors, h.prompt_tokens) for h in hours] == [(9, 1, 0, 100), (10, 1, 1, 100)]
+    day = UsageRollup.objects.get(period="day", public_model="gpt-4o-mini")
+    assert (day.bucket, day.requests, day.errors, day.completion_tokens, day.cost) == (
+        NOW.replace(hour=0, minute=0),
+        2,
+        1,
+        10,
+        Decimal("0.002"),
+    )
+    assert UsageRollup.objects.filter(period="day").count() == 2
+
+
+def test_usage_by_model_and_csv(as_alice: APIClient, acme: Organization) -> None:
+    today = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    event(acme, 1, today, cost=Decimal("0.004"))
+    event(acme, 2, today, cost=Decimal("0.0015"), public_model="claude-sonnet-4")
+    usage_rollup(now=today + timedelta(minutes=30))
+
+    rows = as_alice.get(f"/api/organizations/{acme.pk}/usage", {"group_by": "model"}).json()
+    assert [(r["group"], r["requests"], Decimal(r["cost"])) for r in rows] == [
+        ("claude-sonnet-4", 1, Decimal("0.0015")),
+        ("gpt-4o-mini", 1, Decimal("0.004")),
+    ]
+    exported = as_alice.get(f"/api/organizations/{acme.pk}/usage.csv", {"group_by": "model"})
+    assert exported["Content-Type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(exported.content.decode())))
+    assert [(r["group"], r["cost"]) for r in table] == [("claude-sonnet-4", "0.00"), ("gpt-4o-mini", "0.00")]
+    bad = as_alice.get(f"/api/organizations/{acme.pk}/usage", {"group_by": "colour"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "group_by"
+
+
+def test_balance_and_statement(as_alice: APIClient, as_carol: APIClient, acme: Organization) -> None:
+    credits_grant(organization=acme, amount=Decimal("10.005"), idempotency_key="g1")
+    ledger_post(organization=acme, kind="charge", amount=Decimal("-0.5"), idempotency_key="c1", request_id="req_9")
+
+    balance = as_alice.get(f"/api/organizations/{acme.pk}/billing/balance").json()
+    assert Decimal(balance["balance"]) == Decimal("9.505")
+    assert balance["balance_display"] == "9.51"
+    statement = as_alice.get(f"/api/organizations/{acme.pk}/billing/ledger").json()
+    assert statement["count"] == 2
+    assert [(e["kind"], Decimal(e["amount"])) for e in statement["results"]] == [
+        ("charge", Decimal("-0.5")),
+        ("grant", Decimal("10.005")),
+    ]
+    assert as_carol.get(f"/api/organizations/{acme.pk}/billing/balance").status_code == 404
