@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 import redis as redis_lib
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
@@ -18,8 +17,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, Organization, User
 from billing import selectors, usage
-from billing.models import BillingAccount, LedgerEntry, Price, UsageEvent, UsageRollup
-from billing.pricing import Terms, Tokens, cost_credits
+from billing.models import BillingAccount, LedgerEntry, UsageEvent, UsageRollup
 from oneflow.lib import money, redis
 from oneflow.lib.errors import Conflict, ServiceError
 
@@ -38,41 +36,16 @@ def _ensure_group(client: redis_lib.Redis) -> None:
             raise
 
 
-class _Pricer:
-    """Prices a batch of events: each model's versions and each markup read once."""
-
-    def __init__(self, rows: list[UsageEvent]) -> None:
-        latest = max((row.created_at for row in rows), default=None)
-        versions = Price.objects.filter(
-            public_model__in={row.public_model for row in rows}, effective_from__lte=latest
-        ).order_by("public_model", "effective_from")
-        self.versions: dict[str, list[Price]] = {}
-        for price in versions:
-            self.versions.setdefault(price.public_model, []).append(price)
-        self.markups: dict[int, Decimal] = {}
-
-    def price_at(self, public_model: str, moment: datetime) -> Price | None:
-        found = None
-        for version in self.versions.get(public_model, ()):
-            if version.effective_from > moment:
-                break
-            found = version
-        return found
-
-    def price(self, row: UsageEvent) -> None:
-        price = self.price_at(row.public_model, row.created_at)
-        row.price = price
-        if price is None or price.is_free:
-            row.cost = money.ZERO
-            return
-        if row.organization_id not in self.markups:
-            self.markups[row.organization_id] = billing_account_markup(organization_id=row.organization_id)
-        prompt = row.prompt_tokens
-        tokens = Tokens(prompt=prompt, cached=min(row.cached_tokens, prompt), completion=row.completion_tokens)
-        terms = Terms(price.input_per_1m, price.cached_input_per_1m, price.output_per_1m, price.request_fee)
-        row.cost = cost_credits(
-            terms, tokens, markup=self.markups[row.organization_id], credits_per_usd=settings.CREDITS_PER_USD
-        )
+def _price(row: UsageEvent, book: selectors.PriceBook) -> None:
+    """Prices an event at the version in force when its request arrived."""
+    row.price, row.cost = book.cost(
+        public_model=row.public_model,
+        organization_id=row.organization_id,
+        moment=row.created_at,
+        prompt=row.prompt_tokens,
+        cached=row.cached_tokens,
+        completion=row.completion_tokens,
+    )
 
 
 def _row(event: dict[str, Any]) -> UsageEvent:
@@ -84,10 +57,10 @@ def _row(event: dict[str, Any]) -> UsageEvent:
 
 def _store(entries: list[tuple[Any, dict[Any, Any]]]) -> int:
     rows = [_row(usage.decode(fields)) for _, fields in entries]
-    pricer = _Pricer(rows)
+    book = selectors.price_book(models={row.public_model for row in rows})
     for row in rows:
         if row.usage_source != UsageEvent.Source.VOID:
-            pricer.price(row)
+            _price(row, book)
     with transaction.atomic(durable=True):
         # A redelivered event (its first batch committed, the ack was lost)
         # hits the unique request_id and is skipped.
@@ -144,11 +117,6 @@ def usage_drain(*, max_batches: int = 50, claim_idle_ms: int = CLAIM_IDLE_MS) ->
 class InsufficientCredits(ServiceError):
     status_code = 402
     default_code = "insufficient_quota"
-
-
-def billing_account_markup(*, organization_id: int) -> Decimal:
-    markup = BillingAccount.objects.filter(organization_id=organization_id).values_list("markup", flat=True).first()
-    return markup if markup is not None else Decimal(1)
 
 
 def billing_account(*, organization: Organization) -> BillingAccount:

@@ -55,7 +55,11 @@ async def _stream(call: Call, model: str) -> None:
         return [sse.named_frame(event, data) for event, data in translator.feed(chunk)]
 
     def closing() -> list[bytes]:
-        return [sse.named_frame(event, data) for event, data in translator.finish()]
+        events = translator.finish()
+        for event, data in events:
+            if event == "message_delta" and call.cost is not None:
+                data.setdefault("usage", {})["cost"] = str(call.cost)
+        return [sse.named_frame(event, data) for event, data in events]
 
     def failing(error: UpstreamError) -> list[bytes]:
         payload = {"type": "error", "error": {"type": "api_error", "message": error.message}}

@@ -9,7 +9,7 @@ from providers.adapters import UpstreamError
 from routing import protocol, validation
 from routing.errors import bad_request, model_not_found
 from routing.protocol import Request
-from routing.proxy import Call, admit, complete, open_stream, raw_key, recorded, respond
+from routing.proxy import Call, admit, complete, open_stream, price_call, raw_key, recorded, respond
 from routing.snapshots import snapshots
 from routing.streaming import forward
 
@@ -47,6 +47,9 @@ async def _stream_chat(call: Call) -> None:
                 return []
         elif "usage" not in chunk:
             chunk["usage"] = None
+        elif isinstance(chunk["usage"], dict):
+            # The usage chunk is the stream's last event: it carries the cost.
+            chunk["usage"]["cost"] = str(price_call(call))
         return [sse.data_frame(chunk)]
 
     def failing(error: UpstreamError) -> list[bytes]:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -55,6 +56,7 @@ class Call:
     generated: list[str] = field(default_factory=list)
     client_disconnected: bool = False
     recorded: bool = False
+    cost: Decimal | None = None  # credits, once usage is known
 
     @property
     def provider(self) -> str:
@@ -62,6 +64,8 @@ class Call:
 
     def response_headers(self) -> dict[str, str]:
         headers = {"x-oneflow-attempts": str(self.attempts)}
+        if self.cost is not None:
+            headers["x-oneflow-cost"] = str(self.cost)
         if self.deployment is not None:
             headers["x-oneflow-provider"] = self.deployment.target.provider_name
         return headers
@@ -93,6 +97,14 @@ async def admit(call: Call, model_name: Any, *, kind: str) -> None:
             )
     elif not snapshots.visible(model, call.key):
         raise model_not_found(model_name)
+    if snapshots.prices.at(model.name, datetime.now(UTC)) is None:
+        raise GatewayError(
+            403,
+            f"The model `{model.name}` has no price, so it cannot be billed; an operator must price it first.",
+            code="model_not_priced",
+            param="model",
+            retryable=False,
+        )
     if not model.deployments:
         raise GatewayError(503, f"No deployment can serve `{model.name}` right now.", code="model_unavailable")
     call.model = model
@@ -230,6 +242,7 @@ async def finish(call: Call) -> None:
     if call.recorded:
         return
     call.recorded = True
+    price_call(call)
     metrics.request_done(call)
     if call.key is None:
         return
@@ -262,6 +275,23 @@ async def finish(call: Call) -> None:
     except Exception:
         # The answer was served; losing its usage must be loud.
         logger.exception("usage event could not be appended", extra={"request_id": record.request_id})
+
+
+def price_call(call: Call) -> Decimal | None:
+    """The call's cost in credits at the price in force when it arrived (shown
+    to the client; the usage drain bills with the same rule)."""
+    if call.key is None or call.model is None or not call.usage:
+        return None
+    usage = call.usage
+    _, call.cost = snapshots.prices.cost(
+        public_model=call.model.name,
+        organization_id=call.key.organization_id,
+        moment=datetime.fromtimestamp(call.request.started_wall, UTC),
+        prompt=int(usage.get("prompt_tokens") or 0),
+        cached=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+        completion=int(usage.get("completion_tokens") or 0),
+    )
+    return call.cost
 
 
 def _provider_cost(call: Call) -> Decimal:

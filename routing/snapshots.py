@@ -16,6 +16,7 @@ import redis.asyncio
 
 from accounts.keys import raw_key_prefix
 from accounts.selectors import KeyCredentials, api_key_credentials
+from billing.selectors import PriceBook, price_book
 from oneflow.lib import config_version
 from oneflow.lib.db import in_thread
 from providers.selectors import Catalog, ModelView, catalog_build
@@ -33,6 +34,7 @@ class Snapshots:
         self.keys: dict[str, tuple[KeyCredentials | None, float]] = {}
         self.catalog: Catalog | None = None
         self.grants: dict[int, frozenset[int]] = {}
+        self.prices = PriceBook(versions={}, markups={})
         self.catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
 
@@ -68,7 +70,9 @@ class Snapshots:
             return catalog
         async with self._catalog_lock:
             if self.catalog is None or time.monotonic() - self.catalog_at >= CATALOG_TTL:
-                self.catalog, self.grants = await in_thread(lambda: (catalog_build(), model_grants()))
+                self.catalog, self.grants, self.prices = await in_thread(
+                    lambda: (catalog_build(), model_grants(), price_book())
+                )
                 self.catalog_at = time.monotonic()
             assert self.catalog is not None  # noqa: S101 - set just above or by the lock's previous holder
             return self.catalog

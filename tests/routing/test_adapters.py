@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import socket
 import time
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import openai
 import pytest
 
+from billing.models import Price
 from providers.models import Credential, Deployment, Provider, PublicModel
 from providers.services import credential_set_secret
 from tests.fakes import DEFAULT_REPLY, JSON_REPLY, Behave, FakeUpstream, anthropic_api, gemini_api, openai_api
@@ -47,6 +50,11 @@ def route(upstream: FakeUpstream, kind: str, *, name: str = "smart") -> None:
     credential = Credential.objects.create(provider=provider, name="main")
     credential_set_secret(credential=credential, secret=UPSTREAM_KEY)
     model, _ = PublicModel.objects.get_or_create(name=name)
+    Price.objects.get_or_create(
+        public_model=name,
+        effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+        defaults={"input_per_1m": Decimal(1), "cached_input_per_1m": Decimal("0.5"), "output_per_1m": Decimal(2)},
+    )
     Deployment.objects.create(
         public_model=model, provider=provider, credential=credential, upstream_model=upstream_model
     )

@@ -8,6 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import User
+from billing.models import Price
 from providers.models import Credential, Deployment, Provider, PublicModel
 from tests.fakes import Behave, FakeUpstream
 from tests.routing.conftest import UPSTREAM_KEY, Gateway
@@ -64,6 +65,7 @@ def test_disabling_a_deployment_in_the_admin_takes_effect_on_the_next_request(
         sdk.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
     assert unavailable.value.status_code == 503
     PublicModel.objects.filter(name="gpt-4o-mini").update(name="renamed")
+    Price.objects.filter(public_model="gpt-4o-mini").update(public_model="renamed")
     as_operator.post(
         reverse("admin:providers_deployment_changelist"), {"action": "enable", "_selected_action": [deployment.pk]}
     )
