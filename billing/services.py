@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import redis as redis_lib
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
@@ -238,3 +239,52 @@ def usage_rollup(*, now: datetime | None = None) -> int:
         )
         written += _upsert(UsageRollup.Period.DAY, ({**row, "bucket": row["day"]} for row in days))
     return written
+
+
+# --- Housekeeping ------------------------------------------------------------------------
+
+RETENTION_BATCH = 10_000
+
+
+def usage_retention_apply(*, now: datetime | None = None) -> int:
+    """Deletes raw usage events past the retention window; returns how many.
+
+    The rollups keep the totals. Deleting in batches keeps each transaction
+    short on a large table.
+    """
+    cutoff = (now or timezone.now()) - settings.USAGE_RETENTION
+    deleted = 0
+    while True:
+        batch = list(UsageEvent.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[:RETENTION_BATCH])
+        if not batch:
+            break
+        with transaction.atomic(durable=True):
+            deleted += UsageEvent.objects.filter(pk__in=batch).delete()[0]
+    if deleted:
+        logger.info("usage retention applied", extra={"deleted": deleted})
+    return deleted
+
+
+def ledger_reconcile_all() -> list[int]:
+    """Organizations whose balance is not the sum of their ledger; each is logged as an error.
+
+    Nothing is fixed automatically: a mismatch means a bug or a hand edit, and
+    an operator must look at it.
+    """
+    sums = dict(
+        LedgerEntry.objects.values("account_id").annotate(total=Sum("amount")).values_list("account_id", "total")
+    )
+    mismatched = []
+    for account in BillingAccount.objects.only("pk", "organization_id", "balance").iterator():
+        total = money.internal(sums.get(account.pk) or money.ZERO)
+        if total != account.balance:
+            mismatched.append(account.organization_id)
+            logger.error(
+                "ledger and balance disagree",
+                extra={
+                    "organization_id": account.organization_id,
+                    "balance": str(account.balance),
+                    "ledger": str(total),
+                },
+            )
+    return mismatched

@@ -15,3 +15,13 @@ def drain_usage() -> int:
 @shared_task(name="billing.rollup_usage")
 def rollup_usage() -> int:
     return services.usage_rollup()
+
+
+@shared_task(name="billing.apply_usage_retention")
+def apply_usage_retention() -> int:
+    return services.usage_retention_apply()
+
+
+@shared_task(name="billing.reconcile_ledgers")
+def reconcile_ledgers() -> int:
+    return len(services.ledger_reconcile_all())

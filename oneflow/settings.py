@@ -189,6 +189,9 @@ AUTH_PASSWORD_VALIDATORS = [
 # Credits per US dollar of provider list price (1 credit = 1 cent with 100).
 CREDITS_PER_USD = env.decimal("CREDITS_PER_USD", "1")
 
+# Raw usage events older than this are dropped (rollups keep the totals).
+USAGE_RETENTION = timedelta(days=env.int("USAGE_RETENTION_DAYS", 90, minimum=1))
+
 # How long a rotated API key keeps working beside its successor, unless the
 # key or its organization says otherwise.
 API_KEY_GRACE_PERIOD = env.seconds("API_KEY_GRACE_PERIOD_SECONDS", timedelta(days=7))

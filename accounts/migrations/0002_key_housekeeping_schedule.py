@@ -3,6 +3,8 @@
 
 from django.db import migrations
 
+from oneflow.lib.schedules import seed_interval_tasks, unseed_tasks
+
 SCHEDULES = [
     # (task name, registered task, every N seconds)
     ("Rotate API keys whose policy is due", "accounts.rotate_due_api_keys", 3600),
@@ -11,16 +13,11 @@ SCHEDULES = [
 
 
 def seed(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    for name, task, seconds in SCHEDULES:
-        interval, _ = IntervalSchedule.objects.get_or_create(every=seconds, period="seconds")
-        PeriodicTask.objects.get_or_create(name=name, defaults={"task": task, "interval": interval})
+    seed_interval_tasks(apps, SCHEDULES)
 
 
 def unseed(apps, schema_editor):
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    PeriodicTask.objects.filter(name__in=[name for name, _, _ in SCHEDULES]).delete()
+    unseed_tasks(apps, SCHEDULES)
 
 
 class Migration(migrations.Migration):

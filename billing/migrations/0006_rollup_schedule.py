@@ -2,18 +2,17 @@
 
 from django.db import migrations
 
-NAME = "Roll usage up into hourly and daily buckets"
+from oneflow.lib.schedules import seed_interval_tasks, unseed_tasks
+
+SCHEDULES = [("Roll usage up into hourly and daily buckets", "billing.rollup_usage", 60)]
 
 
 def seed(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    interval, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
-    PeriodicTask.objects.get_or_create(name=NAME, defaults={"task": "billing.rollup_usage", "interval": interval})
+    seed_interval_tasks(apps, SCHEDULES)
 
 
 def unseed(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=NAME).delete()
+    unseed_tasks(apps, SCHEDULES)
 
 
 class Migration(migrations.Migration):

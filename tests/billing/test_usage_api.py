@@ -11,8 +11,14 @@ from rest_framework.test import APIClient
 
 from accounts import services as accounts_services
 from accounts.models import Organization, User
-from billing.models import UsageEvent, UsageRollup
-from billing.services import credits_grant, ledger_post, usage_rollup
+from billing.models import BillingAccount, UsageEvent, UsageRollup
+from billing.services import (
+    credits_grant,
+    ledger_post,
+    ledger_reconcile_all,
+    usage_retention_apply,
+    usage_rollup,
+)
 
 NOW = datetime(2026, 11, 28, 10, 30, tzinfo=UTC)
 
@@ -92,3 +98,18 @@ def test_balance_and_statement(as_alice: APIClient, as_carol: APIClient, acme: O
         ("grant", Decimal("10.005")),
     ]
     assert as_carol.get(f"/api/organizations/{acme.pk}/billing/balance").status_code == 404
+
+
+def test_retention_drops_only_raw_events_past_the_window(acme: Organization, settings) -> None:
+    settings.USAGE_RETENTION = timedelta(days=90)
+    event(acme, 1, NOW - timedelta(days=91))
+    event(acme, 2, NOW - timedelta(days=89))
+    assert usage_retention_apply(now=NOW) == 1
+    assert list(UsageEvent.objects.values_list("request_id", flat=True)) == ["req_2"]
+
+
+def test_reconciliation_reports_a_balance_that_is_not_its_ledger_sum(acme: Organization) -> None:
+    credits_grant(organization=acme, amount=Decimal(5), idempotency_key="g")
+    assert ledger_reconcile_all() == []
+    BillingAccount.objects.filter(organization=acme).update(balance=Decimal(6))
+    assert ledger_reconcile_all() == [acme.pk]

@@ -1,0 +1,24 @@
+"""Seeds the schedules of ledger reconciliation and usage retention; editable in the admin."""
+
+from django.db import migrations
+
+from oneflow.lib.schedules import seed_interval_tasks, unseed_tasks
+
+SCHEDULES = [
+    ("Reconcile ledgers with balances", "billing.reconcile_ledgers", 300),
+    ("Drop raw usage past the retention window", "billing.apply_usage_retention", 86400),
+]
+
+
+def seed(apps, schema_editor):
+    seed_interval_tasks(apps, SCHEDULES)
+
+
+def unseed(apps, schema_editor):
+    unseed_tasks(apps, SCHEDULES)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("billing", "0006_rollup_schedule")]
+
+    operations = [migrations.RunPython(seed, unseed)]
