@@ -8,11 +8,13 @@ switch over without an outage.
 
 from __future__ import annotations
 
+import zoneinfo
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -62,6 +64,13 @@ class User(AbstractBaseUser, PermissionsMixin):
         return self.email
 
 
+def validate_timezone(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{value!r} is not an IANA time zone (e.g. Europe/Paris).") from None
+
+
 class Organization(models.Model):
     """A tenant: it owns API keys and credits, and people belong to it."""
 
@@ -72,6 +81,8 @@ class Organization(models.Model):
         blank=True,
         help_text="How long a rotated key keeps working; empty means the platform default (7 days).",
     )
+    # Budgets reset at midnight, on Mondays and on the 1st in this time zone.
+    time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

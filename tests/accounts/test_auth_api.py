@@ -96,7 +96,13 @@ def test_logout_blacklists_the_refresh_token(anonymous: APIClient, alice: User) 
     assert response.status_code == 401
 
 
+# Frozen mid-minute: django-ratelimit's windows are aligned to the clock, and
+# attempts straddling a minute boundary would start a fresh window.
+MID_MINUTE = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
+
+
 @override_settings(LOGIN_RATE="5/m")
+@time_machine.travel(MID_MINUTE, tick=False)
 def test_sign_in_is_rate_limited_per_account_against_brute_force(alice: User) -> None:
     statuses = []
     for attempt in range(7):
@@ -115,6 +121,7 @@ def test_sign_in_is_rate_limited_per_account_against_brute_force(alice: User) ->
 
 
 @override_settings(LOGIN_RATE="5/m")
+@time_machine.travel(MID_MINUTE, tick=False)
 def test_sign_in_is_rate_limited_per_address(alice: User, bob: User) -> None:
     client = APIClient(REMOTE_ADDR="10.9.9.9")
     statuses = [

@@ -1,0 +1,36 @@
+"""Budget windows: calendar days, weeks (from Monday) and months, in the
+organization's time zone, so a budget resets at the customer's midnight."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from datetime import UTC, datetime, timedelta
+
+PERIODS = ("daily", "weekly", "monthly")
+
+
+def budget_window(period: str, *, time_zone: str, moment: datetime) -> tuple[datetime, datetime]:
+    """The [start, end) of the budget period containing ``moment``, as UTC datetimes.
+
+    Computed on local calendar dates and converted back, so daylight-saving
+    days are 23 or 25 hours long, as the customer's clock says.
+    """
+    zone = zoneinfo.ZoneInfo(time_zone)
+    local = moment.astimezone(zone)
+    day = local.date()
+    if period == "daily":
+        start, end = day, day + timedelta(days=1)
+    elif period == "weekly":
+        start = day - timedelta(days=day.weekday())
+        end = start + timedelta(days=7)
+    elif period == "monthly":
+        start = day.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+    else:
+        raise ValueError(f"unknown budget period {period!r}; expected one of {', '.join(PERIODS)}")
+
+    def midnight(date: dt.date) -> datetime:
+        return datetime.combine(date, datetime.min.time(), tzinfo=zone).astimezone(UTC)
+
+    return midnight(start), midnight(end)
