@@ -79,8 +79,13 @@ logconfig_dict = {
 
 
 # Prometheus: each worker writes its metrics to files in PROMETHEUS_MULTIPROC_DIR
-# and /metrics sums them (prometheus_client's multiprocess mode). The folder is
-# emptied at start, and a dead worker's live gauges are dropped.
+# and /metrics sums them (prometheus_client's multiprocess mode); without it,
+# each scrape would see one worker's numbers. Set here, so every gunicorn
+# deployment gets it; workers inherit it. The folder is emptied at start, and a
+# dead worker's live gauges are dropped.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/oneflow-prometheus")  # noqa: S108 - an emptyDir in Kubernetes
+
+
 def on_starting(server: object) -> None:
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if folder:
