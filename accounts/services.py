@@ -314,6 +314,7 @@ def api_key_secrets_expire(*, now: datetime | None = None) -> int:
 class DemoCredentials:
     password: str
     api_key: str
+    key_id: str
 
 
 def demo_seed(*, email: str, organization_name: str, key_name: str) -> DemoCredentials:
@@ -339,4 +340,4 @@ def demo_seed(*, email: str, organization_name: str, key_name: str) -> DemoCrede
         issued = api_key_create(organization=organization, name=key_name, created_by=user)
     else:
         issued = api_key_rotate(key=key, grace_period=timedelta(0))
-    return DemoCredentials(password=password, api_key=issued.raw)
+    return DemoCredentials(password=password, api_key=issued.raw, key_id=issued.key.public_id)

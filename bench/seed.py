@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from decimal import Decimal
 
 import django
 
@@ -14,6 +15,7 @@ django.setup()
 
 from accounts import services as accounts  # noqa: E402
 from accounts.models import User  # noqa: E402
+from billing.services import credits_grant  # noqa: E402
 from providers.models import Credential, Deployment, Provider, PublicModel  # noqa: E402
 from providers.services import credential_set_secret  # noqa: E402
 
@@ -27,4 +29,5 @@ model = PublicModel.objects.create(name="gpt-4o-mini")
 Deployment.objects.create(public_model=model, provider=provider, credential=credential, upstream_model="gpt-4o-mini")
 owner = User.objects.create_user("bench@oneflow.local", None)
 organization = accounts.organization_create(name="Bench", owner=owner)
+credits_grant(organization=organization, amount=Decimal(10) ** 9, idempotency_key="bench-credits")
 print(accounts.api_key_create(organization=organization, name="bench", created_by=owner).raw)

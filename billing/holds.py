@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import redis as redis_lib
+import redis.asyncio
 
 UNITS_PER_CREDIT = 1_000_000
 HOLD_TTL_SECONDS = 15 * 60  # longer than any request may run
@@ -124,3 +125,23 @@ class Holds:
     def free_units(self, *, organization_id: int) -> int | None:
         value = self.client.get(_keys(organization_id)[0])
         return None if value is None else int(value)
+
+
+class AsyncHolds:
+    """The same scripts through an asyncio client, for the gateway."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._hold = client.register_script(_HOLD)
+        self._settle = client.register_script(_SETTLE)
+        self._seed = client.register_script(_SEED)
+
+    async def hold(self, *, organization_id: int, hold_id: str, units: int) -> HoldResult:
+        expires = int(time.time() + HOLD_TTL_SECONDS)
+        status, free = await self._hold(keys=_keys(organization_id), args=[hold_id, units, expires])
+        return HoldResult(granted=status == 1, seeded=status != -2, free_units=int(free))
+
+    async def settle(self, *, organization_id: int, hold_id: str, actual_units: int) -> int:
+        return int(await self._settle(keys=_keys(organization_id), args=[hold_id, actual_units]))
+
+    async def seed(self, *, organization_id: int, ledger_units: int) -> int:
+        return int(await self._seed(keys=_keys(organization_id), args=[ledger_units]))

@@ -95,3 +95,8 @@ def price_book(*, models: set[str] | None = None) -> PriceBook:
         versions.setdefault(price.public_model, []).append(price)
     markups = dict(BillingAccount.objects.exclude(markup=Decimal(1)).values_list("organization_id", "markup"))
     return PriceBook(versions={model: tuple(rows) for model, rows in versions.items()}, markups=markups)
+
+
+def credits_balance(*, organization_id: int) -> Decimal:
+    balance = BillingAccount.objects.filter(organization_id=organization_id).values_list("balance", flat=True).first()
+    return balance if balance is not None else money.ZERO

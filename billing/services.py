@@ -49,15 +49,54 @@ def _price(row: UsageEvent, book: selectors.PriceBook) -> None:
     )
 
 
-def _row(event: dict[str, Any]) -> UsageEvent:
+def _row(event: dict[str, Any]) -> tuple[UsageEvent, Decimal]:
     fields = dict(event)
     fields["created_at"] = datetime.fromtimestamp(fields.pop("created_at"), UTC)
     fields["provider_cost_usd"] = Decimal(fields.get("provider_cost_usd") or 0)
-    return UsageEvent(**fields)
+    charged = Decimal(fields.pop("charged", None) or 0)
+    return UsageEvent(**fields), charged
+
+
+def _post_charges(charges: list[tuple[UsageEvent, Decimal]]) -> None:
+    """One charge entry per request, idempotent on its request id, per organization in one go.
+
+    The hold made sure each charge fits; if the free balance in Redis was lost
+    and rebuilt meanwhile, a charge may not fit any more: it is cut to what is
+    left (the balance never goes below zero) and logged for an operator.
+    """
+    keys = {f"usage:{row.request_id}" for row, _ in charges}
+    posted = set(LedgerEntry.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", flat=True))
+    by_org: dict[int, list[tuple[UsageEvent, Decimal]]] = {}
+    for row, amount in charges:
+        if amount > 0 and f"usage:{row.request_id}" not in posted:
+            by_org.setdefault(row.organization_id, []).append((row, amount))
+    for organization_id, items in by_org.items():
+        BillingAccount.objects.get_or_create(organization_id=organization_id)
+        account = BillingAccount.objects.select_for_update().get(organization_id=organization_id)
+        entries = []
+        for row, amount in items:
+            taken = min(amount, account.balance)
+            if taken < amount:
+                logger.error("charge cut to the balance", extra={"request_id": row.request_id, "owed": str(amount)})
+            if taken > 0:
+                account.balance = money.internal(account.balance - taken)
+                entries.append(
+                    LedgerEntry(
+                        account=account,
+                        kind=LedgerEntry.Kind.CHARGE,
+                        amount=-taken,
+                        idempotency_key=f"usage:{row.request_id}",
+                        request_id=row.request_id,
+                        price=row.price,
+                    )
+                )
+        LedgerEntry.objects.bulk_create(entries)
+        account.save(update_fields=["balance", "updated_at"])
 
 
 def _store(entries: list[tuple[Any, dict[Any, Any]]]) -> int:
-    rows = [_row(usage.decode(fields)) for _, fields in entries]
+    charges = [_row(usage.decode(fields)) for _, fields in entries]
+    rows = [row for row, _ in charges]
     book = selectors.price_book(models={row.public_model for row in rows})
     for row in rows:
         if row.usage_source != UsageEvent.Source.VOID:
@@ -66,6 +105,7 @@ def _store(entries: list[tuple[Any, dict[Any, Any]]]) -> int:
         # A redelivered event (its first batch committed, the ack was lost)
         # hits the unique request_id and is skipped.
         created = UsageEvent.objects.bulk_create(rows, ignore_conflicts=True, batch_size=BATCH)
+        _post_charges(charges)
         _touch_keys(rows)
     return len(created)
 

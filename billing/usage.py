@@ -42,6 +42,7 @@ class UsageRecord:
     client_disconnected: bool
     created_at: float  # unix seconds, when the request arrived
     provider_cost_usd: str = "0"  # Decimal as text: JSON has no exact decimals
+    charged: str = "0"  # credits the ledger takes for this request (never more than its hold)
 
 
 async def usage_append(client: redis.asyncio.Redis, record: UsageRecord) -> None:

@@ -189,6 +189,10 @@ AUTH_PASSWORD_VALIDATORS = [
 # Credits per US dollar of provider list price (1 credit = 1 cent with 100).
 CREDITS_PER_USD = env.decimal("CREDITS_PER_USD", "1")
 
+# Output tokens a request is assumed to ask for when it sets no max_tokens,
+# when holding its worst-case cost.
+HOLD_DEFAULT_MAX_OUTPUT_TOKENS = env.int("HOLD_DEFAULT_MAX_OUTPUT_TOKENS", 4096, minimum=1)
+
 # Raw usage events older than this are dropped (rollups keep the totals).
 USAGE_RETENTION = timedelta(days=env.int("USAGE_RETENTION_DAYS", 90, minimum=1))
 

@@ -25,7 +25,7 @@ from oneflow.lib import redis
 from providers import tokens
 from providers.adapters import ErrorKind, UpstreamError, adapter_for
 from providers.selectors import DeploymentView, ModelView
-from routing import metrics, protocol
+from routing import metrics, protocol, reservations
 from routing.errors import GatewayError, model_not_found
 from routing.protocol import Request
 from routing.snapshots import snapshots
@@ -57,6 +57,8 @@ class Call:
     client_disconnected: bool = False
     recorded: bool = False
     cost: Decimal | None = None  # credits, once usage is known
+    hold_units: int | None = None  # credits reserved before the upstream call
+    charged: Decimal = Decimal(0)  # what the ledger is asked to take: min(cost, hold)
 
     @property
     def provider(self) -> str:
@@ -108,6 +110,12 @@ async def admit(call: Call, model_name: Any, *, kind: str) -> None:
     if not model.deployments:
         raise GatewayError(503, f"No deployment can serve `{model.name}` right now.", code="model_unavailable")
     call.model = model
+    worst = reservations.worst_case_cost(
+        body=call.body, endpoint=call.endpoint, model=model, organization_id=call.key.organization_id
+    )
+    call.hold_units = await reservations.reserve(
+        organization_id=call.key.organization_id, hold_id=call.request.request_id, cost=worst
+    )
 
 
 def plan(call: Call) -> list[DeploymentView]:
@@ -243,6 +251,15 @@ async def finish(call: Call) -> None:
         return
     call.recorded = True
     price_call(call)
+    if call.hold_units is not None and call.key is not None:
+        call.charged = await reservations.settle(
+            organization_id=call.key.organization_id,
+            hold_id=call.request.request_id,
+            held_units=call.hold_units,
+            cost=call.cost or Decimal(0),
+        )
+    elif call.cost:
+        call.charged = call.cost
     metrics.request_done(call)
     if call.key is None:
         return
@@ -269,6 +286,7 @@ async def finish(call: Call) -> None:
         client_disconnected=call.client_disconnected,
         created_at=call.request.started_wall,
         provider_cost_usd=str(_provider_cost(call)),
+        charged=str(call.charged),
     )
     try:
         await usage_append(redis.loop_client(), record)

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from django.conf import settings
 
 from accounts import services as accounts_services
 from billing.models import UsageEvent
-from billing.services import usage_drain
+from billing.services import credits_grant, usage_drain
 from providers.services import catalog_seed_demo
 from tests.conftest import free_port
 from tests.http import call
@@ -83,6 +84,7 @@ def test_metrics_and_usage_add_up_across_two_workers(gunicorn: str, tmp_path: Pa
     alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
     acme = accounts_services.organization_create(name="Acme", owner=alice)
     key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
+    credits_grant(organization=acme, amount=Decimal(1000), idempotency_key="test-credits")
     body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 
 from accounts import services as accounts_services
 from billing.models import UsageEvent
-from billing.services import usage_drain
+from billing.services import credits_grant, usage_drain
 from providers.models import Deployment, Provider, PublicModel
 from providers.services import catalog_seed_demo
 from routing.snapshots import snapshots
@@ -55,6 +56,7 @@ def gateway(live_asgi: LiveAsgiServer, monkeypatch: pytest.MonkeyPatch) -> Gatew
     alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
     acme = accounts_services.organization_create(name="Acme", owner=alice)
     key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice)
+    credits_grant(organization=acme, amount=Decimal(1000), idempotency_key="test-credits")
     return Gateway(server=live_asgi, key=key)
 
 

@@ -6,16 +6,20 @@ fresh admin password, since neither can be read back once shown.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from accounts import services
+from accounts.models import Organization
+from billing.services import credits_grant
 from providers.services import DEMO_CHAT_MODEL, catalog_seed_demo
 
 DEMO_EMAIL = "admin@oneflow.local"
 DEMO_ORG = "Demo"
 DEMO_KEY_NAME = "demo"
+DEMO_CREDITS = Decimal(100)
 
 
 class Command(BaseCommand):
@@ -27,6 +31,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         demo = services.demo_seed(email=DEMO_EMAIL, organization_name=DEMO_ORG, key_name=DEMO_KEY_NAME)
         served_by = "OpenAI (OPENAI_API_KEY)" if catalog_seed_demo() else "the built-in simulator"
+        organization = Organization.objects.get(api_keys__public_id=demo.key_id)
+        # Once per database: the key is the same on every start.
+        credits_grant(organization=organization, amount=DEMO_CREDITS, idempotency_key="demo-credits", note="demo")
         base_url = options["base_url"].rstrip("/")
         self.stdout.write("")
         self.stdout.write(f"OneFlow admin:  {base_url}/admin/  {DEMO_EMAIL} / {demo.password}")
