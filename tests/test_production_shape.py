@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,11 +20,11 @@ import pytest
 from django.conf import settings
 
 from accounts import services as accounts_services
-from billing.models import UsageEvent
-from billing.services import credits_grant, usage_drain
+from billing.models import LedgerEntry, UsageEvent
+from billing.services import credits_grant, ledger_reconcile, usage_drain
 from providers.services import catalog_seed_demo
 from tests.conftest import free_port
-from tests.http import call
+from tests.http import Reply, call
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 40
@@ -112,3 +113,40 @@ def test_metrics_and_usage_add_up_across_two_workers(gunicorn: str, tmp_path: Pa
         usage_drain()
         time.sleep(0.1)
     assert UsageEvent.objects.count() == REQUESTS
+
+
+def test_200_simultaneous_requests_never_overspend(gunicorn: str) -> None:
+    catalog_seed_demo()
+    alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
+    acme = accounts_services.organization_create(name="Acme", owner=alice)
+    key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
+    # Each request holds ~0.000032 credits (7 prompt + 50 output tokens of
+    # gpt-4o-mini) and costs about half that: this covers a few dozen.
+    granted = Decimal("0.002")
+    credits_grant(organization=acme, amount=granted, idempotency_key="grant")
+    body = b'{"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "Hello"}]}'
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    barrier = threading.Barrier(200)
+
+    def send(_: int) -> Reply:
+        barrier.wait()
+        return call(gunicorn, "POST", "/v1/chat/completions", body=body, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        replies = list(pool.map(send, range(200)))
+
+    served = [r for r in replies if r.status == 200]
+    refused = [r for r in replies if r.status == 429]
+    assert len(served) + len(refused) == 200
+    assert served and refused
+    assert {r.json()["error"]["code"] for r in refused} == {"insufficient_quota"}
+    deadline = time.monotonic() + 20
+    while UsageEvent.objects.count() < 200 and time.monotonic() < deadline:
+        usage_drain()
+        time.sleep(0.1)
+    charges = LedgerEntry.objects.filter(kind="charge")
+    assert charges.count() == len(served) == UsageEvent.objects.filter(status_code=200).count()
+    served_cost = sum((Decimal(r.headers["x-oneflow-cost"]) for r in served), Decimal(0))
+    balance, ledger = ledger_reconcile(organization=acme)
+    assert balance == ledger == granted - served_cost
+    assert balance >= 0
