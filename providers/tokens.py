@@ -12,6 +12,8 @@ from typing import Any
 
 import quicktok
 
+from oneflow.lib import json
+
 # tiktoken's model table (PROTOCOLS.md §4); anything else falls back to cl100k.
 _O200K_PREFIXES = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4-mini")
 # Chat framing from the OpenAI cookbook: per message, per name, and the reply primer.
@@ -85,3 +87,17 @@ def count_embedding_input(value: Any, *, model: str) -> int:
     if isinstance(value, list):
         return sum(count_embedding_input(item, model=model) for item in value)
     return 0
+
+
+def prompt_upper_bound(body: dict[str, Any]) -> int:
+    """At least as many tokens as the request's prompt can have, without a tokenizer.
+
+    Every token of these encodings is at least one byte, so the byte length of
+    the messages and tools (as JSON, which only adds bytes) bounds the count.
+    Cheap enough for every request, and it keeps the tokenizer's ~70 MB
+    vocabulary out of workers whose upstreams report usage.
+    """
+    value = body.get("input") if "input" in body else [body.get("messages"), body.get("tools")]
+    if isinstance(value, list) and value and all(isinstance(item, int) for item in value):
+        return len(value)
+    return len(json.dumps(value)) + REPLY_PRIMER

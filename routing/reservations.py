@@ -36,11 +36,10 @@ def _loop_holds() -> AsyncHolds:
 
 def worst_case_cost(*, body: dict[str, Any], endpoint: str, model: ModelView, organization_id: int) -> Decimal:
     """The most a request can cost: its prompt, and every output token it may ask for."""
-    upstream_model = model.deployments[0].target.upstream_model
+    prompt = tokens.prompt_upper_bound(body)
     if endpoint == "embeddings":
-        prompt, completion = tokens.count_embedding_input(body.get("input"), model=upstream_model), 0
+        completion = 0
     else:
-        prompt = tokens.count_chat_prompt(body, model=upstream_model)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         completion = int(limit or settings.HOLD_DEFAULT_MAX_OUTPUT_TOKENS) * int(body.get("n") or 1)
     _, cost = snapshots.prices.cost(
