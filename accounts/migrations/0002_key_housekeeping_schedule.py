@@ -3,7 +3,7 @@
 
 from django.db import migrations
 
-from oneflow.lib.schedules import seed_interval_tasks, unseed_tasks
+from oneflow.lib.schedules import seed_schedules
 
 SCHEDULES = [
     # (task name, registered task, every N seconds)
@@ -12,18 +12,10 @@ SCHEDULES = [
 ]
 
 
-def seed(apps, schema_editor):
-    seed_interval_tasks(apps, SCHEDULES)
-
-
-def unseed(apps, schema_editor):
-    unseed_tasks(apps, SCHEDULES)
-
-
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0001_initial"),
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(seed, unseed)]
+    operations = [seed_schedules(SCHEDULES)]

@@ -2,17 +2,9 @@
 
 from django.db import migrations
 
-from oneflow.lib.schedules import seed_interval_tasks, unseed_tasks
+from oneflow.lib.schedules import seed_schedules
 
 SCHEDULES = [("Drain usage events into PostgreSQL", "billing.drain_usage", 2)]
-
-
-def seed(apps, schema_editor):
-    seed_interval_tasks(apps, SCHEDULES)
-
-
-def unseed(apps, schema_editor):
-    unseed_tasks(apps, SCHEDULES)
 
 
 class Migration(migrations.Migration):
@@ -21,4 +13,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(seed, unseed)]
+    operations = [seed_schedules(SCHEDULES)]

@@ -2,7 +2,7 @@
 
 from django.db import migrations
 
-from oneflow.lib.schedules import seed_interval_tasks, unseed_tasks
+from oneflow.lib.schedules import seed_schedules
 
 SCHEDULES = [
     ("Reconcile ledgers with balances", "billing.reconcile_ledgers", 300),
@@ -10,15 +10,7 @@ SCHEDULES = [
 ]
 
 
-def seed(apps, schema_editor):
-    seed_interval_tasks(apps, SCHEDULES)
-
-
-def unseed(apps, schema_editor):
-    unseed_tasks(apps, SCHEDULES)
-
-
 class Migration(migrations.Migration):
     dependencies = [("billing", "0006_rollup_schedule")]
 
-    operations = [migrations.RunPython(seed, unseed)]
+    operations = [seed_schedules(SCHEDULES)]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import migrations
+
 
 def seed_interval_tasks(apps: Any, schedules: list[tuple[str, str, int]]) -> None:
     """Creates (name, task, every N seconds) periodic tasks that do not exist yet."""
@@ -22,3 +24,11 @@ def seed_interval_tasks(apps: Any, schedules: list[tuple[str, str, int]]) -> Non
 def unseed_tasks(apps: Any, schedules: list[tuple[str, str, int]]) -> None:
     names = [name for name, _, _ in schedules]
     apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name__in=names).delete()
+
+
+def seed_schedules(schedules: list[tuple[str, str, int]]) -> Any:
+    """A migration operation creating these (name, task, every N seconds) tasks; reversible."""
+    return migrations.RunPython(
+        lambda apps, schema_editor: seed_interval_tasks(apps, schedules),
+        lambda apps, schema_editor: unseed_tasks(apps, schedules),
+    )

@@ -139,11 +139,11 @@ def _anthropic_turns(messages: Any) -> tuple[list[Json], list[Json]]:
         if role in {"system", "developer"}:
             system += _content_blocks(message.get("content"), index)
         elif role == "user":
-            _append_turn(turns, "user", _content_blocks(message.get("content"), index))
+            append_turn(turns, "user", _content_blocks(message.get("content"), index))
         elif role == "assistant":
-            _append_turn(turns, "assistant", _assistant_blocks(message, index))
+            append_turn(turns, "assistant", _assistant_blocks(message, index))
         elif role == "tool":
-            _append_turn(turns, "user", [_tool_result_block(message, index)])
+            append_turn(turns, "user", [_tool_result_block(message, index)])
         else:
             raise _bad_message(index, f"role {role!r} is not supported for Anthropic models.")
     if not turns:
@@ -152,14 +152,18 @@ def _anthropic_turns(messages: Any) -> tuple[list[Json], list[Json]]:
     return system, turns
 
 
-def _append_turn(turns: list[Json], role: str, blocks: list[Json]) -> None:
-    # Anthropic requires strictly alternating roles, so neighbours of one role merge.
-    if not blocks:
+def append_turn(turns: list[Json], role: str, items: list[Json], *, field: str = "content") -> None:
+    """Adds a turn, merging it into the previous one of the same role.
+
+    Anthropic and Gemini both require alternating roles; their turns differ
+    only in the name of the list (``content`` blocks, ``parts``).
+    """
+    if not items:
         return
     if turns and turns[-1]["role"] == role:
-        turns[-1]["content"].extend(blocks)
+        turns[-1][field].extend(items)
     else:
-        turns.append({"role": role, "content": list(blocks)})
+        turns.append({"role": role, field: list(items)})
 
 
 def _trim_prefill(turns: list[Json]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from oneflow.lib.errors import InvalidInput
 from providers.tokens import openai_usage
-from providers.translate.anthropic import UpstreamStreamError, drop_none
+from providers.translate.anthropic import UpstreamStreamError, append_turn, drop_none
 
 Json = dict[str, Any]
 
@@ -106,26 +106,16 @@ def _contents(messages: Any) -> tuple[list[Json], list[Json]]:
         if role in {"system", "developer"}:
             system += _parts(message.get("content"), index)
         elif role == "user":
-            _append_turn(contents, "user", _parts(message.get("content"), index))
+            append_turn(contents, "user", _parts(message.get("content"), index), field="parts")
         elif role == "assistant":
-            _append_turn(contents, "model", _model_parts(message, index, tool_names))
+            append_turn(contents, "model", _model_parts(message, index, tool_names), field="parts")
         elif role == "tool":
-            _append_turn(contents, "user", [_function_response(message, index, tool_names)])
+            append_turn(contents, "user", [_function_response(message, index, tool_names)], field="parts")
         else:
             raise _bad_message(index, f"role {role!r} is not supported for Gemini models.")
     if not contents:
         raise InvalidInput("messages must contain at least one user or assistant message.", param="messages")
     return system, contents
-
-
-def _append_turn(contents: list[Json], role: str, parts: list[Json]) -> None:
-    # Gemini requires alternating turns, so neighbours of one role merge.
-    if not parts:
-        return
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"].extend(parts)
-    else:
-        contents.append({"role": role, "parts": list(parts)})
 
 
 def _parts(content: Any, index: int) -> list[Json]:
