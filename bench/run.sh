@@ -29,7 +29,7 @@ key=$(python bench/seed.py | tail -n 1)
 
 gunicorn -c deploy/gunicorn.conf.py --bind 127.0.0.1:8000 oneflow.asgi:application >"$work/web.log" 2>&1 &
 web=$!
-celery -A oneflow worker --beat -S django --pool solo --loglevel WARNING >"$work/worker.log" 2>&1 &
+celery -A oneflow worker --beat --scheduler django_celery_beat.schedulers:DatabaseScheduler --pool solo --loglevel WARNING >"$work/worker.log" 2>&1 &
 worker=$!
 trap 'kill $web $worker 2>/dev/null; wait 2>/dev/null' EXIT
 for _ in $(seq 100); do curl -fs http://127.0.0.1:8000/healthz -H 'Host: localhost' >/dev/null && break; sleep 0.2; done
