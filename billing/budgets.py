@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 PERIODS = ("daily", "weekly", "monthly")
@@ -34,3 +35,30 @@ def budget_window(period: str, *, time_zone: str, moment: datetime) -> tuple[dat
         return datetime.combine(date, datetime.min.time(), tzinfo=zone).astimezone(UTC)
 
     return midnight(start), midnight(end)
+
+
+THRESHOLD_RANGE = range(1, 101)  # percent of the limit; the hold stops spending at 100
+MAX_THRESHOLDS = 10
+
+
+def parse_thresholds(text: str) -> tuple[int, ...]:
+    """Alert thresholds from their stored form ("50,80,100"), ascending and without repeats."""
+    values = set()
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise ValueError(f"{part.strip()!r} is not a whole percentage") from None
+        if value not in THRESHOLD_RANGE:
+            raise ValueError(f"{value} is not a percentage between 1 and 100")
+        values.add(value)
+    if len(values) > MAX_THRESHOLDS:
+        raise ValueError(f"at most {MAX_THRESHOLDS} thresholds")
+    return tuple(sorted(values))
+
+
+def format_thresholds(values: Iterable[int]) -> str:
+    """The stored form of thresholds; raises ValueError for one outside 1..100."""
+    return ",".join(str(value) for value in parse_thresholds(",".join(str(int(value)) for value in values)))

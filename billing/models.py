@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import ClassVar
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
+
+from billing.budgets import PERIODS, budget_window, parse_thresholds
 
 
 class UsageEvent(models.Model):
@@ -44,12 +48,22 @@ class UsageEvent(models.Model):
     price = models.ForeignKey("billing.Price", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     # Credits, at money.INTERNAL_PLACES.
     cost = models.DecimalField(max_digits=38, decimal_places=10, default=Decimal(0))
+    # Credits, at money.INTERNAL_PLACES: what budgets count.
+    charged = models.DecimalField(
+        max_digits=38,
+        decimal_places=10,
+        default=Decimal(0),
+        help_text="Credits the ledger took for this request (never more than its hold).",
+    )
     created_at = models.DateTimeField(default=timezone.now, help_text="When the request arrived.")
 
     class Meta:
         indexes: ClassVar = [
             # The request log: one organization's newest requests first.
+            # Also budget_spent() of an organization's budget: its charges in a window.
             models.Index(fields=["organization", "-created_at"], name="billing_usage_org_recent"),
+            # budget_spent() of a key's budget: the key's charges in a window.
+            models.Index(fields=["api_key", "created_at"], name="billing_usage_key_recent"),
             # Retention: dropping detail older than the window.
             models.Index(fields=["created_at"], name="billing_usage_created"),
         ]
@@ -198,3 +212,121 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.public_model} {self.period} {self.bucket:%Y-%m-%d %H:00}"
+
+
+def validate_positive(value: Decimal) -> None:
+    if value is not None and value <= 0:
+        raise ValidationError("Must be more than zero.", code="not_positive")
+
+
+def validate_thresholds(value: str) -> None:
+    try:
+        parse_thresholds(value)
+    except ValueError as exc:
+        raise ValidationError(f"Thresholds are whole percentages, e.g. 50,80,100: {exc}.", code="invalid") from None
+
+
+class Budget(models.Model):
+    """A spending limit of an organization, or of one of its keys, per calendar
+    day, week or month in the organization's time zone.
+
+    The gateway enforces it through the same holds as the balance (it reads
+    budgets from ``selectors.budget_book``); ``budget_alerts_check`` warns the
+    owners as spending crosses each alert threshold. Every change goes through
+    ``billing.services`` (or the admin), which advances the config version.
+    """
+
+    class Period(models.TextChoices):
+        DAILY = "daily", "Daily"
+        WEEKLY = "weekly", "Weekly"
+        MONTHLY = "monthly", "Monthly"
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey(
+        "accounts.ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Empty: the budget covers the whole organization.",
+    )
+    period = models.CharField(max_length=7, choices=Period.choices)
+    # Credits, at money.INTERNAL_PLACES, per window.
+    limit = models.DecimalField(max_digits=38, decimal_places=10, validators=[validate_positive])
+    alert_thresholds = models.CharField(
+        max_length=40,
+        blank=True,
+        default="50,80,100",
+        validators=[validate_thresholds],
+        help_text="Percentages of the limit that email the owners once per window, e.g. 50,80,100.",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.CheckConstraint(
+                condition=models.Q(limit__gt=0),
+                name="billing_budget_limit_positive",
+                violation_error_message="The limit must be more than zero.",
+            ),
+            models.CheckConstraint(condition=models.Q(period__in=PERIODS), name="billing_budget_period_known"),
+            # Two partial constraints, as NULL keys are distinct in a plain one.
+            models.UniqueConstraint(
+                fields=["organization", "api_key", "period"],
+                condition=models.Q(api_key__isnull=False),
+                name="billing_budget_one_per_key_period",
+                violation_error_code="budget_exists",
+                violation_error_message="This key already has a budget for this period.",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "period"],
+                condition=models.Q(api_key__isnull=True),
+                name="billing_budget_one_per_org_period",
+                violation_error_code="budget_exists",
+                violation_error_message="This organization already has a budget for this period.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        key = f", key {self.api_key.name}" if self.api_key is not None else ""
+        return f"{self.period} budget of {self.organization}{key}"
+
+    def clean(self) -> None:
+        if self.api_key is None or self.organization_id is None:
+            return  # a missing organization is reported by its field
+        if self.api_key.organization_id != self.organization_id:
+            raise ValidationError({"api_key": "This key belongs to another organization."}, code="foreign_key")
+
+    @property
+    def thresholds(self) -> tuple[int, ...]:
+        return parse_thresholds(self.alert_thresholds)
+
+    def window(self, moment: datetime) -> tuple[datetime, datetime]:
+        """The [start, end) of this budget's period containing ``moment``, in UTC."""
+        return budget_window(self.period, time_zone=self.organization.time_zone, moment=moment)
+
+
+class BudgetAlert(models.Model):
+    """A threshold of a budget that was reached in one window: owners were told once."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
+    window_start = models.DateTimeField()
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the limit.")
+    # Credits, at money.INTERNAL_PLACES: spent in the window when the alert fired,
+    # and the limit then (a later edit of the budget does not rewrite history).
+    spent = models.DecimalField(max_digits=38, decimal_places=10)
+    limit = models.DecimalField(max_digits=38, decimal_places=10)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints: ClassVar = [
+            # Each threshold alerts once per window, however many checks race.
+            models.UniqueConstraint(
+                fields=["budget", "window_start", "threshold"], name="billing_budget_alert_once_per_window"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.threshold}% of budget {self.budget_id} from {self.window_start:%Y-%m-%d}"
