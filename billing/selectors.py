@@ -10,9 +10,11 @@ from typing import Any
 from django.conf import settings
 from django.db.models import QuerySet, Sum
 
-from billing.models import BillingAccount, LedgerEntry, Price, UsageRollup
+from billing.budgets import budget_window, parse_thresholds
+from billing.models import BillingAccount, Budget, BudgetAlert, LedgerEntry, Price, UsageEvent, UsageRollup
 from billing.pricing import Terms, Tokens, cost_credits
 from oneflow.lib import money
+from oneflow.lib.errors import NotFound
 
 
 def price_at(*, public_model: str, moment: datetime) -> Price | None:
@@ -100,3 +102,132 @@ def price_book(*, models: set[str] | None = None) -> PriceBook:
 def credits_balance(*, organization_id: int) -> Decimal:
     balance = BillingAccount.objects.filter(organization_id=organization_id).values_list("balance", flat=True).first()
     return balance if balance is not None else money.ZERO
+
+
+# --- Budgets -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetView:
+    """One enabled budget, as the gateway keeps it in process."""
+
+    id: int
+    organization_id: int
+    api_key_id: int | None  # None: the whole organization
+    period: str  # one of billing.budgets.PERIODS
+    limit: Decimal  # credits per window
+    time_zone: str  # the organization's: windows reset at its midnight
+    thresholds: tuple[int, ...]  # alert percentages, ascending
+
+    def window(self, moment: datetime) -> tuple[datetime, datetime]:
+        """The [start, end) of the window containing ``moment``, in UTC."""
+        return budget_window(self.period, time_zone=self.time_zone, moment=moment)
+
+
+@dataclass(frozen=True)
+class BudgetBook:
+    """Every enabled budget, by organization and by key, for admitting requests without a query."""
+
+    organizations: dict[int, tuple[BudgetView, ...]]  # budgets of whole organizations
+    keys: dict[int, tuple[BudgetView, ...]]  # budgets of single keys
+
+    def for_request(self, organization_id: int, api_key_id: int | None) -> tuple[BudgetView, ...]:
+        """The budgets a request spends from: its organization's, then its key's."""
+        found = self.organizations.get(organization_id, ())
+        if api_key_id is not None:
+            found += tuple(b for b in self.keys.get(api_key_id, ()) if b.organization_id == organization_id)
+        return found
+
+
+def budget_book() -> BudgetBook:
+    """Loads the enabled budgets with their organizations' time zones, in one query."""
+    rows = (
+        Budget.objects.filter(enabled=True)
+        .order_by("pk")
+        .values_list(
+            "pk", "organization_id", "api_key_id", "period", "limit", "organization__time_zone", "alert_thresholds"
+        )
+    )
+    organizations: dict[int, list[BudgetView]] = {}
+    keys: dict[int, list[BudgetView]] = {}
+    for pk, organization_id, api_key_id, period, limit, time_zone, thresholds in rows:
+        view = BudgetView(pk, organization_id, api_key_id, period, limit, time_zone, parse_thresholds(thresholds))
+        if api_key_id is None:
+            organizations.setdefault(organization_id, []).append(view)
+        else:
+            keys.setdefault(api_key_id, []).append(view)
+    return BudgetBook(
+        organizations={org: tuple(views) for org, views in organizations.items()},
+        keys={key: tuple(views) for key, views in keys.items()},
+    )
+
+
+def budget_spent(*, budget: BudgetView | Budget, start: datetime, end: datetime) -> Decimal:
+    """Credits charged in [start, end) to the budget's organization, or to its key alone.
+
+    Counts drained usage events, so it trails the gateway by the drain's delay.
+    """
+    events = UsageEvent.objects.filter(created_at__gte=start, created_at__lt=end)
+    if budget.api_key_id is not None:
+        events = events.filter(api_key_id=budget.api_key_id)  # index billing_usage_key_recent
+    else:
+        events = events.filter(organization_id=budget.organization_id)  # index billing_usage_org_recent
+    return money.internal(events.aggregate(total=Sum("charged"))["total"] or money.ZERO)
+
+
+def budgets_of(*, organization_id: int) -> QuerySet[Budget]:
+    return (
+        Budget.objects.filter(organization_id=organization_id)
+        .select_related("organization", "api_key")
+        .order_by("api_key_id", "period", "pk")
+    )
+
+
+def budget_get(*, organization_id: int, budget_id: int) -> Budget:
+    budget = budgets_of(organization_id=organization_id).filter(pk=budget_id).first()
+    if budget is None:
+        raise NotFound("No such budget.", code="budget_not_found")
+    return budget
+
+
+def budget_alerts_of(*, organization_id: int) -> QuerySet[BudgetAlert]:
+    return (
+        BudgetAlert.objects.filter(budget__organization_id=organization_id)
+        .select_related("budget__api_key")
+        .order_by("-created_at", "-pk")
+    )
+
+
+# --- Refunds -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refundable:
+    """What one request was charged and refunded, in credits (both positive)."""
+
+    charged: Decimal
+    refunded: Decimal
+    refunds: int  # how many refund entries, which numbers the next one's idempotency key
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.charged - self.refunded, money.ZERO)
+
+
+def refundable(*, organization_id: int, request_id: str) -> Refundable:
+    # Narrowed by the statement index to one account's entries; a request has
+    # one charge and few refunds. (An index on request_id would serve it directly.)
+    entries = LedgerEntry.objects.filter(
+        account__organization_id=organization_id,
+        request_id=request_id,
+        kind__in=[LedgerEntry.Kind.CHARGE, LedgerEntry.Kind.REFUND],
+    ).values_list("kind", "amount")
+    charged = refunded = money.ZERO
+    refunds = 0
+    for kind, amount in entries:
+        if kind == LedgerEntry.Kind.CHARGE:
+            charged -= amount
+        else:
+            refunded += amount
+            refunds += 1
+    return Refundable(charged=money.internal(charged), refunded=money.internal(refunded), refunds=refunds)

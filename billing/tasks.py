@@ -25,3 +25,8 @@ def apply_usage_retention() -> int:
 @shared_task(name="billing.reconcile_ledgers")
 def reconcile_ledgers() -> int:
     return len(services.ledger_reconcile_all())
+
+
+@shared_task(name="billing.reconcile_credits")
+def reconcile_credits() -> int:
+    return len(services.credits_reconcile())

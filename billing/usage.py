@@ -1,9 +1,15 @@
 """The usage stream: the gateway appends one event per request to Redis; the
 drain moves them into PostgreSQL in batches, idempotent on the request id.
 
-Appending is one XADD on the hot path. The stream is read through a consumer
-group: an event is acknowledged (and deleted) only after its row committed,
-so a worker that dies mid-batch leaves its events to be claimed again.
+Appending happens in the script that settles the request's credit hold
+(billing.holds), so an event and its charge are on record together. Besides
+the event (field ``e``) each entry carries what Redis needs to account for
+its charge until the drain has stored it: organization ``o``, key ``k``,
+charged units ``c``, budget windows ``b``, arrival ``t``.
+
+The stream is read through a consumer group: an event is acknowledged (and
+deleted) only after its row committed, so a worker that dies mid-batch leaves
+its events to be claimed again.
 """
 
 from __future__ import annotations
@@ -11,13 +17,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import redis.asyncio
-
 from oneflow.lib import json
 
 STREAM = "oneflow:usage"
 GROUP = "drain"
 FIELD = b"e"
+# Charges appended but not yet stored by the drain, per organization and per
+# budget window: seeding a balance from the ledger must subtract them.
+PENDING = "oneflow:usage:pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +52,8 @@ class UsageRecord:
     charged: str = "0"  # credits the ledger takes for this request (never more than its hold)
 
 
-async def usage_append(client: redis.asyncio.Redis, record: UsageRecord) -> None:
-    await client.xadd(STREAM, {FIELD: json.dumps(asdict(record))})
+def encode(record: UsageRecord) -> bytes:
+    return json.dumps(asdict(record))
 
 
 def decode(fields: dict[Any, Any]) -> dict[str, Any]:

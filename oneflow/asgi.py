@@ -20,6 +20,7 @@ from oneflow.lib.asgi import (  # noqa: E402
     LifespanMiddleware,
     PathRouter,
     RequestIdMiddleware,
+    shutdown_hooks,
 )
 
 
@@ -30,6 +31,8 @@ def _startup() -> None:
 
 async def _shutdown() -> None:
     embedded_beat_stop()
+    for hook in shutdown_hooks:
+        await hook()
     # Close this loop's pooled connections cleanly instead of at interpreter exit.
     await http.close()
     await redis.close_loop_client()

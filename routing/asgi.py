@@ -8,11 +8,14 @@ from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
-from routing import anthropic_api, openai_api, protocol
+from oneflow.lib.asgi import shutdown_hooks
+from routing import anthropic_api, openai_api, protocol, reservations
 from routing.errors import GatewayError
 from routing.protocol import ClientGone, Receive, Request, Scope, Send
 
 logger = logging.getLogger(__name__)
+
+shutdown_hooks.append(reservations.close)
 
 Handler = Callable[[Request], Awaitable[None]]
 

@@ -70,7 +70,7 @@ def _model_object(model: Any) -> dict[str, Any]:
 
 
 async def _visible_models(request: Request) -> list[Any]:
-    await snapshots.sync(redis.loop_client())
+    await snapshots.refresh(redis.loop_client())
     key = await snapshots.authenticate(raw_key(request))
     catalog = await snapshots.get_catalog()
     return [model for model in catalog.listed if snapshots.visible(model, key)]

@@ -19,8 +19,9 @@ from decimal import Decimal
 from typing import Any
 
 from accounts.selectors import KeyCredentials
+from billing.holds import Event
 from billing.pricing import Terms, Tokens, cost_usd
-from billing.usage import UsageRecord, usage_append
+from billing.usage import UsageRecord, encode
 from oneflow.lib import redis
 from providers import tokens
 from providers.adapters import ErrorKind, UpstreamError, adapter_for
@@ -57,7 +58,7 @@ class Call:
     client_disconnected: bool = False
     recorded: bool = False
     cost: Decimal | None = None  # credits, once usage is known
-    hold_units: int | None = None  # credits reserved before the upstream call
+    reservation: reservations.Reservation | None = None  # credits held before the upstream call
     charged: Decimal = Decimal(0)  # what the ledger is asked to take: min(cost, hold)
 
     @property
@@ -81,8 +82,29 @@ def raw_key(request: Request) -> str | None:
 
 
 async def admit(call: Call, model_name: Any, *, kind: str) -> None:
-    """Authenticates the key and resolves the model it may call."""
-    await snapshots.sync(redis.loop_client())
+    """Authenticates the key, resolves the model it may call and holds the credits it may cost.
+
+    The snapshots are used as they are; the hold script reads the
+    configuration version, and a request judged on stale snapshots (or refused
+    by them) is judged again on fresh ones.
+    """
+    try:
+        version = await _admit(call, model_name, kind=kind)
+    except GatewayError:
+        if not await snapshots.refresh(redis.loop_client()):
+            raise
+        version = await _admit(call, model_name, kind=kind)
+    if not snapshots.is_current(version):
+        snapshots.reset(version)
+        assert call.key is not None and call.reservation is not None  # noqa: S101 - _admit set them
+        await reservations.release(
+            organization_id=call.key.organization_id, hold_id=call.request.request_id, reservation=call.reservation
+        )
+        call.reservation = None
+        await _admit(call, model_name, kind=kind)
+
+
+async def _admit(call: Call, model_name: Any, *, kind: str) -> bytes | None:
     call.key = await snapshots.authenticate(raw_key(call.request))
     if not isinstance(model_name, str) or not model_name:
         raise GatewayError(400, "you must provide a model parameter", param="model", code="missing_model")
@@ -110,12 +132,17 @@ async def admit(call: Call, model_name: Any, *, kind: str) -> None:
     if not model.deployments:
         raise GatewayError(503, f"No deployment can serve `{model.name}` right now.", code="model_unavailable")
     call.model = model
+    organization_id = call.key.organization_id
     worst = reservations.worst_case_cost(
-        body=call.body, endpoint=call.endpoint, model=model, organization_id=call.key.organization_id
+        body=call.body, endpoint=call.endpoint, model=model, organization_id=organization_id
     )
-    call.hold_units = await reservations.reserve(
-        organization_id=call.key.organization_id, hold_id=call.request.request_id, cost=worst
+    call.reservation = await reservations.reserve(
+        organization_id=organization_id,
+        hold_id=call.request.request_id,
+        cost=worst,
+        budgets=snapshots.budgets.for_request(organization_id, call.key.key_id),
     )
+    return call.reservation.version
 
 
 def plan(call: Call) -> list[DeploymentView]:
@@ -251,24 +278,33 @@ async def finish(call: Call) -> None:
         return
     call.recorded = True
     price_call(call)
-    if call.hold_units is not None and call.key is not None:
-        call.charged = await reservations.settle(
-            organization_id=call.key.organization_id,
-            hold_id=call.request.request_id,
-            held_units=call.hold_units,
-            cost=call.cost or Decimal(0),
-        )
-    elif call.cost:
-        call.charged = call.cost
+    call.charged, charged_units = reservations.charge_of(call.reservation, call.cost)
     metrics.request_done(call)
     if call.key is None:
         return
+    record = _usage_record(call, call.key)
+    event = Event(
+        payload=encode(record),
+        organization_id=record.organization_id,
+        api_key_id=record.api_key_id,
+        created_at=record.created_at,
+    )
+    await reservations.record(
+        organization_id=record.organization_id,
+        hold_id=record.request_id,
+        reservation=call.reservation,
+        charged_units=charged_units,
+        event=event,
+    )
+
+
+def _usage_record(call: Call, key: KeyCredentials) -> UsageRecord:
     usage = call.usage or {}
     details = usage.get("prompt_tokens_details") or {}
-    record = UsageRecord(
+    return UsageRecord(
         request_id=call.request.request_id,
-        organization_id=call.key.organization_id,
-        api_key_id=call.key.key_id,
+        organization_id=key.organization_id,
+        api_key_id=key.key_id,
         endpoint=call.endpoint,
         public_model=call.model.name if call.model else "",
         deployment_id=call.deployment.id if call.deployment else None,
@@ -288,11 +324,6 @@ async def finish(call: Call) -> None:
         provider_cost_usd=str(_provider_cost(call)),
         charged=str(call.charged),
     )
-    try:
-        await usage_append(redis.loop_client(), record)
-    except Exception:
-        # The answer was served; losing its usage must be loud.
-        logger.exception("usage event could not be appended", extra={"request_id": record.request_id})
 
 
 def price_call(call: Call) -> Decimal | None:

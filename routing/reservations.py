@@ -1,37 +1,70 @@
-"""Credits in the hot path (DESIGN.md steps 3 and 7): before calling upstream,
-hold the request's worst-case cost; after, settle to the actual cost, never
-more than the hold. Overspending is impossible, not unlikely: the hold is one
-atomic Redis script, whatever the number of workers and replicas.
+"""Credits and budgets in the hot path (DESIGN.md steps 3 and 7): before calling
+upstream, hold the request's worst-case cost; after, settle to the actual
+cost, never more than the hold, and record the usage event with it.
+
+Overspending is impossible, not unlikely: the hold is one atomic Redis script
+checking the free credits and every budget window of the key and its
+organization, whatever the number of workers and replicas. The same script
+reads the configuration version, so the hot path makes two Redis round trips
+in all: hold, then settle-and-record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 
-from billing.holds import UNITS_PER_CREDIT, AsyncHolds, to_units
-from billing.selectors import credits_balance
-from oneflow.lib import redis
+from billing.holds import AsyncHolds, BudgetSlot, Event, HoldResult, to_credits, to_units
+from billing.journal import UsageJournal
+from billing.selectors import BudgetView, budget_spent, credits_balance
+from oneflow.lib import config_version, money, redis
 from oneflow.lib.db import in_thread
 from providers import tokens
 from providers.selectors import ModelView
 from routing.errors import GatewayError
 from routing.snapshots import snapshots
 
-_holds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncHolds] = weakref.WeakKeyDictionary()
+BUDGET_KEY_GRACE_SECONDS = 3600  # a window's counter outlives it by this much
 
 
-def _loop_holds() -> AsyncHolds:
+@dataclass(frozen=True, slots=True)
+class _LoopState:
+    holds: AsyncHolds
+    journal: UsageJournal
+
+
+_state: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+
+
+def _loop_state() -> _LoopState:
     loop = asyncio.get_running_loop()
-    holds = _holds.get(loop)
-    if holds is None:
-        holds = _holds[loop] = AsyncHolds(redis.loop_client())
-    return holds
+    state = _state.get(loop)
+    if state is None:
+        client = redis.loop_client()
+        holds = AsyncHolds(client)
+        state = _state[loop] = _LoopState(holds, UsageJournal(client, holds))
+    return state
+
+
+async def close() -> None:
+    """At shutdown: sends what the journal could not send yet."""
+    state = _state.pop(asyncio.get_running_loop(), None)
+    if state is not None:
+        await state.journal.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    units: int | None  # None: nothing to hold (a free model, an embedding at price 0)
+    budget_keys: tuple[str, ...]
+    version: bytes | None  # the configuration version when the hold was made
 
 
 def worst_case_cost(*, body: dict[str, Any], endpoint: str, model: ModelView, organization_id: int) -> Decimal:
@@ -53,32 +86,110 @@ def worst_case_cost(*, body: dict[str, Any], endpoint: str, model: ModelView, or
     return cost
 
 
-async def reserve(*, organization_id: int, hold_id: str, cost: Decimal) -> int | None:
-    """Holds ``cost`` (rounded up to units) and returns the units held, or refuses with 429."""
+def budget_slots(budgets: Sequence[BudgetView], now: datetime) -> list[BudgetSlot]:
+    slots = []
+    for budget in budgets:
+        start, end = budget.window(now)
+        slots.append(
+            BudgetSlot(
+                key=f"oneflow:budget:{budget.id}:{int(start.timestamp())}",
+                limit_units=to_units(budget.limit, round_up=False),
+                ttl_seconds=int((end - now).total_seconds()) + BUDGET_KEY_GRACE_SECONDS,
+            )
+        )
+    return slots
+
+
+async def reserve(*, organization_id: int, hold_id: str, cost: Decimal, budgets: Sequence[BudgetView]) -> Reservation:
+    """Holds ``cost`` (rounded up to units) against the credits and budgets, or refuses with 429."""
     if cost <= 0:
-        return None
+        version: Any = await redis.loop_client().get(config_version.KEY)
+        return Reservation(None, (), version)
+    now = datetime.now(UTC)
+    slots = budget_slots(budgets, now)
     units = to_units(cost, round_up=True)
-    holds = _loop_holds()
-    result = await holds.hold(organization_id=organization_id, hold_id=hold_id, units=units)
-    if not result.seeded:
+    holds = _loop_state().holds
+    for _ in range(1 + 1 + len(slots)):  # at most one seeding of each counter
+        result = await holds.hold(
+            organization_id=organization_id, hold_id=hold_id, units=units, budgets=slots, version_key=config_version.KEY
+        )
+        if result.granted:
+            return Reservation(units, tuple(slot.key for slot in slots), result.version)
+        if not await _seed_missing(result, organization_id=organization_id, budgets=budgets, slots=slots, now=now):
+            raise _refusal(result, cost=cost, budgets=budgets, now=now)
+    raise GatewayError(503, "Credits could not be reserved; try again.", code="hold_unavailable")
+
+
+async def _seed_missing(
+    result: HoldResult, *, organization_id: int, budgets: Sequence[BudgetView], slots: list[BudgetSlot], now: datetime
+) -> bool:
+    """Seeds the counter the script found missing from PostgreSQL; False when nothing was missing."""
+    holds = _loop_state().holds
+    if result.status == -2:
         balance = await in_thread(lambda: credits_balance(organization_id=organization_id))
         await holds.seed(organization_id=organization_id, ledger_units=to_units(balance, round_up=False))
-        result = await holds.hold(organization_id=organization_id, hold_id=hold_id, units=units)
-    if not result.granted:
-        raise GatewayError(
+        return True
+    if result.status == -3:
+        budget, slot = budgets[result.value - 1], slots[result.value - 1]
+        start, end = budget.window(now)
+        spent = await in_thread(lambda: budget_spent(budget=budget, start=start, end=end))
+        await holds.seed_budget(organization_id=organization_id, slot=slot, stored_units=to_units(spent, round_up=True))
+        return True
+    return False
+
+
+def _refusal(result: HoldResult, *, cost: Decimal, budgets: Sequence[BudgetView], now: datetime) -> GatewayError:
+    if result.status == -4:
+        budget = budgets[result.value - 1]
+        _, end = budget.window(now)
+        scope = "this API key" if budget.api_key_id else "your organization"
+        return GatewayError(
             429,
-            "You exceeded your current quota: the credits left cannot cover this request "
-            f"(up to {cost.normalize():f} credits). Top up, or lower max_tokens.",
+            f"The {budget.period} budget of {scope} ({money.display_text(budget.limit)} credits) cannot cover "
+            f"this request (up to {cost.normalize():f} credits). It resets at {end.isoformat()}.",
             type="insufficient_quota",
-            code="insufficient_quota",
+            code="budget_exceeded",
             retryable=False,
         )
-    return units
-
-
-async def settle(*, organization_id: int, hold_id: str, held_units: int, cost: Decimal) -> Decimal:
-    """Converts the hold into the charge (at most the hold), frees the rest; returns the charge."""
-    await _loop_holds().settle(
-        organization_id=organization_id, hold_id=hold_id, actual_units=to_units(cost, round_up=True)
+    return GatewayError(
+        429,
+        "You exceeded your current quota: the credits left cannot cover this request "
+        f"(up to {cost.normalize():f} credits). Top up, or lower max_tokens.",
+        type="insufficient_quota",
+        code="insufficient_quota",
+        retryable=False,
     )
-    return min(cost, Decimal(held_units) / UNITS_PER_CREDIT)
+
+
+def charge_of(reservation: Reservation | None, cost: Decimal | None) -> tuple[Decimal, int]:
+    """What the ledger takes for a request (never more than its hold), and the units Redis takes."""
+    if reservation is None or reservation.units is None or not cost:
+        return Decimal(0), 0
+    held = reservation.units
+    return min(money.internal(cost), to_credits(held)), min(held, to_units(cost, round_up=True))
+
+
+async def record(
+    *, organization_id: int, hold_id: str, reservation: Reservation | None, charged_units: int, event: Event
+) -> None:
+    """Settles the hold to ``charged_units`` (releasing the rest) and appends the usage event, in one script."""
+    held = reservation is not None and reservation.units is not None
+    await _loop_state().journal.record(
+        organization_id=organization_id,
+        hold_id=hold_id if held else "",
+        charged_units=charged_units,
+        budget_keys=reservation.budget_keys if reservation is not None else (),
+        event=event,
+    )
+
+
+async def release(*, organization_id: int, hold_id: str, reservation: Reservation) -> None:
+    """Gives a hold back whole, recording nothing: the request will be admitted again."""
+    if reservation.units is not None:
+        await _loop_state().holds.settle(
+            organization_id=organization_id,
+            hold_id=hold_id,
+            charged_units=0,
+            event=Event(payload=b"", organization_id=organization_id, api_key_id=None, created_at=0),
+            budget_keys=reservation.budget_keys,
+        )

@@ -1,9 +1,10 @@
 """What the gateway knows without asking the database: keys and the model catalog.
 
 Both live in process. Each request compares the configuration version in
-Redis (oneflow.lib.config_version); when it moved, both are dropped and read
-again, so an admin edit or a revoked key takes effect on the next request in
-every worker.
+Redis (oneflow.lib.config_version), read by the same script that holds its
+credits; when it moved, the snapshots are dropped and read again and the
+request is judged once more, so an admin edit or a revoked key takes effect on
+the next request in every worker.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import redis.asyncio
 
 from accounts.keys import raw_key_prefix
 from accounts.selectors import KeyCredentials, api_key_credentials
-from billing.selectors import PriceBook, price_book
+from billing.selectors import BudgetBook, PriceBook, budget_book, price_book
 from oneflow.lib import config_version
 from oneflow.lib.db import in_thread
 from providers.selectors import Catalog, ModelView, catalog_build
@@ -35,15 +36,25 @@ class Snapshots:
         self.catalog: Catalog | None = None
         self.grants: dict[int, frozenset[int]] = {}
         self.prices = PriceBook(versions={}, markups={})
+        self.budgets = BudgetBook(organizations={}, keys={})
         self.catalog_at = 0.0
         self._catalog_lock = asyncio.Lock()
 
-    async def sync(self, client: redis.asyncio.Redis) -> None:
+    def is_current(self, version: bytes | str | None) -> bool:
+        return version == self.version
+
+    def reset(self, version: bytes | str | None) -> None:
+        self.version = version
+        self.keys.clear()
+        self.catalog = None
+
+    async def refresh(self, client: redis.asyncio.Redis) -> bool:
+        """Reads the version and drops stale snapshots; True when they were stale."""
         version = await client.get(config_version.KEY)
-        if version != self.version:
-            self.version = version
-            self.keys.clear()
-            self.catalog = None
+        if self.is_current(version):
+            return False
+        self.reset(version)
+        return True
 
     async def authenticate(self, raw: str | None) -> KeyCredentials:
         if not raw:
@@ -70,8 +81,8 @@ class Snapshots:
             return catalog
         async with self._catalog_lock:
             if self.catalog is None or time.monotonic() - self.catalog_at >= CATALOG_TTL:
-                self.catalog, self.grants, self.prices = await in_thread(
-                    lambda: (catalog_build(), model_grants(), price_book())
+                self.catalog, self.grants, self.prices, self.budgets = await in_thread(
+                    lambda: (catalog_build(), model_grants(), price_book(), budget_book())
                 )
                 self.catalog_at = time.monotonic()
             assert self.catalog is not None  # noqa: S101 - set just above or by the lock's previous holder

@@ -20,8 +20,10 @@ import pytest
 from django.conf import settings
 
 from accounts import services as accounts_services
+from billing.holds import Holds, to_units
 from billing.models import LedgerEntry, UsageEvent
-from billing.services import credits_grant, ledger_reconcile, usage_drain
+from billing.services import credits_grant, credits_reconcile, ledger_reconcile, usage_drain
+from oneflow.lib import redis
 from providers.services import catalog_seed_demo
 from tests.conftest import free_port
 from tests.http import Reply, call
@@ -150,3 +152,42 @@ def test_200_simultaneous_requests_never_overspend(gunicorn: str) -> None:
     balance, ledger = ledger_reconcile(organization=acme)
     assert balance == ledger == granted - served_cost
     assert balance >= 0
+
+
+def test_a_redis_flushall_during_traffic_loses_no_usage_and_no_charge(gunicorn: str) -> None:
+    """Usage in the stream, holds and balances are all wiped mid-traffic: each
+    web worker sends again what the drain had not stored, the ledger is still
+    the truth, and the reconciliation brings Redis back to it."""
+    catalog_seed_demo()
+    alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
+    acme = accounts_services.organization_create(name="Acme", owner=alice)
+    key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
+    granted = Decimal(1000)
+    credits_grant(organization=acme, amount=granted, idempotency_key="grant")
+    body = b'{"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello"}]}'
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    send = lambda _: call(gunicorn, "POST", "/v1/chat/completions", body=body, headers=headers)  # noqa: E731
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        replies = list(pool.map(send, range(60)))
+        usage_drain()  # some usage is in PostgreSQL, the rest only in Redis
+        later = [pool.submit(send, i) for i in range(240)]
+        while sum(f.done() for f in later) < 80:
+            time.sleep(0.005)
+        redis.sync_client().flushall()  # with requests in flight and events not drained
+        replies += [f.result() for f in later]
+
+    served = {r.headers["x-request-id"]: r for r in replies if r.status == 200}
+    assert len(served) == len(replies) == 300
+    deadline = time.monotonic() + 30
+    while UsageEvent.objects.count() < len(served) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the workers' journals notice the wipe within a second or two
+        usage_drain()
+    assert set(UsageEvent.objects.values_list("request_id", flat=True)) == set(served)
+    charges = dict(LedgerEntry.objects.filter(kind="charge").values_list("request_id", "amount"))
+    assert charges == {rid: -Decimal(r.headers["x-oneflow-cost"]) for rid, r in served.items()}
+    balance, ledger = ledger_reconcile(organization=acme)
+    assert balance == ledger == granted + sum(charges.values())
+    credits_reconcile()
+    free = Holds(redis.sync_client()).free_units(organization_id=acme.pk)
+    assert free == to_units(balance, round_up=False), "Redis agrees with the ledger again"

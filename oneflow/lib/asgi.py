@@ -124,6 +124,11 @@ class BodySizeLimitMiddleware:
         await send({"type": "http.response.body", "body": payload})
 
 
+# Coroutines the web process runs at shutdown, registered by the apps it
+# mounts (the proxy flushes what it still holds) before connections close.
+shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+
+
 class LifespanMiddleware:
     """Answers ASGI lifespan events (Django does not) and runs start/stop hooks."""
 

@@ -1,60 +1,136 @@
-"""Credit holds: atomic reserve and settle in Redis (fakeredis embedded, real Redis in CI)."""
+"""Credit and budget holds: atomic reserve and settle in Redis (fakeredis embedded, real Redis in CI)."""
 
 from __future__ import annotations
 
 import threading
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.holds import HOLD_TTL_SECONDS, Holds, to_units
+from billing import usage
+from billing.holds import HOLD_TTL_SECONDS, BudgetSlot, Event, Holds, free_key, holds_key, to_units
 from oneflow.lib import redis
 
 ORG = 424242
+BUDGET = BudgetSlot(key="oneflow:budget:test:1", limit_units=50, ttl_seconds=600)
+
+
+def _clear() -> None:
+    redis.sync_client().delete(free_key(ORG), holds_key(ORG), BUDGET.key, usage.STREAM, usage.PENDING)
 
 
 @pytest.fixture
 def holds() -> Holds:
-    client = redis.sync_client()
-    client.delete(f"oneflow:credits:{ORG}:free", f"oneflow:credits:{ORG}:holds")
-    return Holds(client)
+    _clear()
+    return Holds(redis.sync_client())
+
+
+def event(request_id: str = "r") -> Event:
+    return Event(payload=b'{"request_id": "%s"}' % request_id.encode(), organization_id=ORG, api_key_id=7, created_at=1)
+
+
+def settle(holds: Holds, hold_id: str, units: int, budgets: tuple[str, ...] = ()) -> int:
+    return holds.settle(
+        organization_id=ORG, hold_id=hold_id, charged_units=units, event=event(hold_id), budget_keys=budgets
+    )[0]
 
 
 def test_a_hold_needs_a_seeded_balance_and_must_fit(holds: Holds) -> None:
-    assert holds.hold(organization_id=ORG, hold_id="r1", units=5).seeded is False
-    assert holds.seed(organization_id=ORG, ledger_units=10) == 10
+    assert holds.hold(organization_id=ORG, hold_id="r1", units=5).status == -2
+    assert holds.seed(organization_id=ORG, ledger_units=10) == (None, 10)
     assert holds.hold(organization_id=ORG, hold_id="r1", units=7).granted is True
     refused = holds.hold(organization_id=ORG, hold_id="r2", units=4)
-    assert (refused.granted, refused.seeded, refused.free_units) == (False, True, 3)
+    assert (refused.status, refused.value) == (-1, 3)
 
 
-def test_settling_charges_at_most_the_hold_and_frees_the_rest(holds: Holds) -> None:
+def test_the_hold_reads_the_configuration_version_in_the_same_script(holds: Holds) -> None:
+    redis.sync_client().set("oneflow:test:version", "42")
+    holds.seed(organization_id=ORG, ledger_units=10)
+    assert holds.hold(organization_id=ORG, hold_id="r", units=1, version_key="oneflow:test:version").version == b"42"
+
+
+def test_settling_charges_at_most_the_hold_frees_the_rest_and_records_the_event(holds: Holds) -> None:
     holds.seed(organization_id=ORG, ledger_units=100)
     holds.hold(organization_id=ORG, hold_id="r1", units=40)
-    assert holds.settle(organization_id=ORG, hold_id="r1", actual_units=25) == 25
+    assert settle(holds, "r1", 25) == 25
     assert holds.free_units(organization_id=ORG) == 75
     holds.hold(organization_id=ORG, hold_id="r2", units=10)
-    assert holds.settle(organization_id=ORG, hold_id="r2", actual_units=999) == 10, "never more than the hold"
+    assert settle(holds, "r2", 999) == 10, "never more than the hold"
     assert holds.free_units(organization_id=ORG) == 65
-    assert holds.settle(organization_id=ORG, hold_id="r2", actual_units=1) == -1, "settled once"
+    entries: Any = redis.sync_client().xrange(usage.STREAM)
+    assert [fields[b"c"] for _, fields in entries] == [b"25", b"10"]
+    assert entries[0][1][b"o"] == str(ORG).encode() and entries[0][1][b"k"] == b"7"
+    assert redis.sync_client().hget(usage.PENDING, f"org:{ORG}") == b"35", "charged but not in the ledger yet"
+
+
+def test_a_charge_whose_hold_is_gone_is_taken_from_the_free_balance(holds: Holds) -> None:
+    holds.seed(organization_id=ORG, ledger_units=100)
+    holds.hold(organization_id=ORG, hold_id="r1", units=40)
+    redis.sync_client().delete(holds_key(ORG))  # lost, as in a wiped Redis
+    assert settle(holds, "r1", 30) == 30
+    assert holds.free_units(organization_id=ORG) == 60 - 30
+
+
+def test_the_drain_acknowledging_events_clears_their_pending_charges(holds: Holds) -> None:
+    client = redis.sync_client()
+    client.xgroup_create(usage.STREAM, usage.GROUP, id="0", mkstream=True)
+    holds.seed(organization_id=ORG, ledger_units=100)
+    holds.hold(organization_id=ORG, hold_id="r1", units=40)
+    settle(holds, "r1", 30)
+    delivered: Any = client.xreadgroup(usage.GROUP, "c", {usage.STREAM: ">"})
+    ids = [entry_id for entry_id, _ in delivered[0][1]]
+    assert holds.ack(group=usage.GROUP, ids=ids) == 1
+    assert client.xlen(usage.STREAM) == 0
+    assert client.hget(usage.PENDING, f"org:{ORG}") is None
 
 
 def test_holds_of_requests_that_died_are_given_back(holds: Holds) -> None:
     holds.seed(organization_id=ORG, ledger_units=100)
-    holds.hold(organization_id=ORG, hold_id="dead", units=30, now=1_000)
+    redis.sync_client().set(BUDGET.key, 0)
+    holds.hold(organization_id=ORG, hold_id="dead", units=30, budgets=[BUDGET], now=1_000)
     holds.hold(organization_id=ORG, hold_id="alive", units=20, now=1_000 + HOLD_TTL_SECONDS)
     assert holds.expire(organization_id=ORG, now=1_000 + HOLD_TTL_SECONDS) == 30
     assert holds.free_units(organization_id=ORG) == 80
+    assert int(redis.sync_client().get(BUDGET.key) or 0) == 0, "the budget gets the dead hold back too"
 
 
-def test_seeding_after_a_loss_keeps_what_open_holds_reserve(holds: Holds) -> None:
+def test_seeding_keeps_what_open_holds_reserve_and_pending_charges_took(holds: Holds) -> None:
     holds.seed(organization_id=ORG, ledger_units=100)
     holds.hold(organization_id=ORG, hold_id="r1", units=30)
-    redis.sync_client().delete(f"oneflow:credits:{ORG}:free")
-    assert holds.seed(organization_id=ORG, ledger_units=100) == 70
-    assert holds.seed(organization_id=ORG, ledger_units=500) == 70, "seeding never overwrites"
+    holds.hold(organization_id=ORG, hold_id="r2", units=20)
+    settle(holds, "r2", 15)  # charged, but the ledger (still at 100) does not know yet
+    redis.sync_client().delete(free_key(ORG))
+    assert holds.seed(organization_id=ORG, ledger_units=100) == (None, 100 - 30 - 15)
+    assert holds.seed(organization_id=ORG, ledger_units=500) == (55, 55), "seeding never overwrites"
+    assert holds.seed(organization_id=ORG, ledger_units=85, force=True) == (55, 85 - 30 - 15), "reconciling does"
+
+
+def test_a_budget_window_refuses_what_it_cannot_cover(holds: Holds) -> None:
+    holds.seed(organization_id=ORG, ledger_units=1_000)
+    missing = holds.hold(organization_id=ORG, hold_id="r1", units=30, budgets=[BUDGET])
+    assert (missing.status, missing.value) == (-3, 1)
+    assert holds.seed_budget(organization_id=ORG, slot=BUDGET, stored_units=10) == 10
+    assert 0 < redis.sync_client().ttl(BUDGET.key) <= BUDGET.ttl_seconds
+    assert holds.hold(organization_id=ORG, hold_id="r1", units=30, budgets=[BUDGET]).granted
+    refused = holds.hold(organization_id=ORG, hold_id="r2", units=11, budgets=[BUDGET])
+    assert (refused.status, refused.value) == (-4, 1)
+    assert holds.free_units(organization_id=ORG) == 970, "a refused hold takes nothing"
+    settle(holds, "r1", 5, (BUDGET.key,))
+    assert int(redis.sync_client().get(BUDGET.key) or 0) == 15, "the window keeps what was charged"
+    assert holds.hold(organization_id=ORG, hold_id="r3", units=35, budgets=[BUDGET]).granted
+
+
+def test_a_seeded_budget_window_counts_open_holds_and_pending_charges(holds: Holds) -> None:
+    holds.seed(organization_id=ORG, ledger_units=1_000)
+    holds.seed_budget(organization_id=ORG, slot=BUDGET, stored_units=0)
+    holds.hold(organization_id=ORG, hold_id="open", units=12, budgets=[BUDGET])
+    holds.hold(organization_id=ORG, hold_id="done", units=9, budgets=[BUDGET])
+    settle(holds, "done", 4, (BUDGET.key,))
+    redis.sync_client().delete(BUDGET.key)
+    assert holds.seed_budget(organization_id=ORG, slot=BUDGET, stored_units=7) == 7 + 12 + 4
 
 
 def test_units_round_up_for_holds() -> None:
@@ -84,17 +160,19 @@ def test_concurrent_holds_never_overspend(holds: Holds) -> None:
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 500), st.integers(0, 800)), max_size=30), st.integers(0, 5_000))
 def test_free_plus_charged_is_the_seed_and_never_negative(ops: list[tuple[int, int]], seed: int) -> None:
-    client = redis.sync_client()
-    client.delete(f"oneflow:credits:{ORG}:free", f"oneflow:credits:{ORG}:holds")
-    holds = Holds(client)
+    _clear()
+    holds = Holds(redis.sync_client())
     holds.seed(organization_id=ORG, ledger_units=seed)
+    redis.sync_client().set(BUDGET.key, 0)
+    budget = BudgetSlot(key=BUDGET.key, limit_units=seed // 2, ttl_seconds=600)
     charged = 0
     for index, (units, actual) in enumerate(ops):
-        if holds.hold(organization_id=ORG, hold_id=f"h{index}", units=units).granted:
-            settled = holds.settle(organization_id=ORG, hold_id=f"h{index}", actual_units=actual)
+        if holds.hold(organization_id=ORG, hold_id=f"h{index}", units=units, budgets=[budget]).granted:
+            settled = settle(holds, f"h{index}", actual, (budget.key,))
             assert 0 <= settled <= units
             charged += settled
     free = holds.free_units(organization_id=ORG)
     assert free is not None
     assert free >= 0
     assert free + charged == seed
+    assert int(redis.sync_client().get(budget.key) or 0) == charged <= budget.limit_units

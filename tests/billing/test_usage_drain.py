@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,6 +12,7 @@ from django.conf import settings
 
 from accounts.models import Organization
 from billing import usage
+from billing.holds import Event, Holds
 from billing.models import Price, UsageEvent
 from billing.services import billing_account, usage_drain
 from oneflow.lib import redis
@@ -45,18 +45,16 @@ def record(organization: Organization, request_id: str) -> usage.UsageRecord:
 
 
 def append(*records: usage.UsageRecord) -> None:
-    async def run() -> None:
-        client = redis.async_client()
-        for item in records:
-            await usage.usage_append(client, item)
-        await client.aclose()
-
-    asyncio.run(run())
+    """Records events as the gateway does for requests that held nothing."""
+    holds = Holds(redis.sync_client())
+    for item in records:
+        event = Event(usage.encode(item), item.organization_id, item.api_key_id, item.created_at)
+        holds.settle(organization_id=item.organization_id, hold_id="", charged_units=0, event=event)
 
 
 @pytest.fixture(autouse=True)
 def _empty_stream() -> None:
-    redis.sync_client().delete(usage.STREAM)
+    redis.sync_client().delete(usage.STREAM, usage.PENDING)
 
 
 def test_each_event_is_stored_once_even_if_delivered_twice(acme: Organization) -> None:
