@@ -58,9 +58,10 @@ class Kept:
 
 
 class UsageJournal:
-    def __init__(self, client: redis.asyncio.Redis, holds: AsyncHolds) -> None:
+    def __init__(self, client: redis.asyncio.Redis, holds: AsyncHolds, *, background: bool = True) -> None:
         self.client = client
         self.holds = holds
+        self.background = background  # False: the owner calls tick() itself
         self.kept: deque[Kept] = deque()
         self._ticker: asyncio.Task[None] | None = None
         # Set in Redis on every tick: finding it gone means Redis lost data since.
@@ -87,7 +88,7 @@ class UsageJournal:
         if len(self.kept) > MAX_KEPT:
             lost = self.kept.popleft()
             logger.error("usage journal full: oldest event no longer kept", extra={"request_id": lost.hold_id})
-        if self._ticker is None or self._ticker.done():
+        if self.background and (self._ticker is None or self._ticker.done()):
             self._ticker = asyncio.get_running_loop().create_task(self._run())
 
     async def _send(self, kept: Kept) -> None:
