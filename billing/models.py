@@ -41,6 +41,8 @@ class UsageEvent(models.Model):
     latency_ms = models.PositiveIntegerField()
     ttft_ms = models.PositiveIntegerField(null=True, help_text="Time to first token, streams only.")
     attempts = models.PositiveSmallIntegerField(default=1)
+    # Each upstream attempt: deployment_id, provider, status, error class, ms.
+    attempt_log = models.JSONField(default=list, blank=True)
     client_disconnected = models.BooleanField(default=False)
     # What the provider charges OneFlow for this request, USD (margin = cost - provider_cost).
     provider_cost_usd = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal(0))

@@ -14,7 +14,7 @@ its events to be claimed again.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from oneflow.lib import json
@@ -49,7 +49,8 @@ class UsageRecord:
     client_disconnected: bool
     created_at: float  # unix seconds, when the request arrived
     provider_cost_usd: str = "0"  # Decimal as text: JSON has no exact decimals
-    charged: str = "0"  # credits the ledger takes for this request (never more than its hold)
+    charged: str = "0"
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)  # credits the ledger takes for this request (never more than its hold)
 
 
 def encode(record: UsageRecord) -> bytes:

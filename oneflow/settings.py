@@ -193,6 +193,30 @@ CREDITS_PER_USD = env.decimal("CREDITS_PER_USD", "1")
 # when holding its worst-case cost.
 HOLD_DEFAULT_MAX_OUTPUT_TOKENS = env.int("HOLD_DEFAULT_MAX_OUTPUT_TOKENS", 4096, minimum=1)
 
+# Upstream attempts per request (across its fallbacks), the backoff between
+# retries of one deployment (full jitter, doubling from the base up to the
+# cap; a provider's Retry-After wins when longer), and the request's overall
+# deadline. Per-attempt connect/read timeouts are set per provider.
+UPSTREAM_MAX_ATTEMPTS = env.int("UPSTREAM_MAX_ATTEMPTS", 3, minimum=1)
+UPSTREAM_RETRY_BASE_SECONDS = float(env.decimal("UPSTREAM_RETRY_BASE_SECONDS", "0.25"))
+UPSTREAM_RETRY_MAX_SECONDS = float(env.decimal("UPSTREAM_RETRY_MAX_SECONDS", "4"))
+UPSTREAM_DEADLINE_SECONDS = float(env.decimal("UPSTREAM_DEADLINE_SECONDS", "120"))
+
+# Request limits of an organization whose plan and own settings name none
+# (accounts.selectors resolves key -> organization -> plan -> these).
+RATE_LIMIT_DEFAULT_RPM = env.int("RATE_LIMIT_DEFAULT_RPM", 60, minimum=1)
+RATE_LIMIT_DEFAULT_RPH = env.int("RATE_LIMIT_DEFAULT_RPH", 1000, minimum=1)
+
+# Circuit breaker per deployment (routing.breakers): open after this many
+# failures in a row, or when more than BREAKER_ERROR_RATE_PERCENT of at least
+# BREAKER_MIN_SAMPLE calls in the last BREAKER_WINDOW_SECONDS failed; let one
+# probe through after BREAKER_COOLDOWN_SECONDS.
+BREAKER_CONSECUTIVE_FAILURES = env.int("BREAKER_CONSECUTIVE_FAILURES", 5, minimum=1)
+BREAKER_ERROR_RATE_PERCENT = env.int("BREAKER_ERROR_RATE_PERCENT", 50, minimum=1)
+BREAKER_MIN_SAMPLE = env.int("BREAKER_MIN_SAMPLE", 20, minimum=1)
+BREAKER_WINDOW_SECONDS = env.int("BREAKER_WINDOW_SECONDS", 60, minimum=1)
+BREAKER_COOLDOWN_SECONDS = env.int("BREAKER_COOLDOWN_SECONDS", 60, minimum=1)
+
 # Raw usage events older than this are dropped (rollups keep the totals).
 USAGE_RETENTION = timedelta(days=env.int("USAGE_RETENTION_DAYS", 90, minimum=1))
 

@@ -83,21 +83,59 @@ class CredentialAdmin(ConfigAdmin):
 class DeploymentInline(admin.TabularInline):
     model = Deployment
     extra = 0
-    fields = ("provider", "upstream_model", "credential", "priority", "weight", "enabled")
+    fields = ("provider", "upstream_model", "credential", "priority", "weight", "quality_score", "enabled")
     autocomplete_fields = ("provider", "credential")
+
+
+class ModelNamesField(forms.Field):
+    """A list of model names, typed one per line or separated by commas."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "cols": 60})
+
+    def prepare_value(self, value: Any) -> Any:
+        return "\n".join(value) if isinstance(value, list | tuple) else value
+
+    def to_python(self, value: Any) -> list[str]:
+        return [name.strip() for name in str(value or "").replace(",", "\n").splitlines() if name.strip()]
+
+
+class PublicModelForm(forms.ModelForm):
+    fallback_models = ModelNamesField(
+        required=False,
+        help_text="Public model names, one per line, tried in this order once this model's own deployments fail.",
+    )
+
+    class Meta:
+        model = PublicModel
+        fields = (
+            "name",
+            "aliases",
+            "kind",
+            "owned_by",
+            "is_public",
+            "strategy",
+            "max_latency_ms",
+            "fallback_models",
+            "created_at",
+        )
 
 
 @admin.register(PublicModel)
 class PublicModelAdmin(ConfigAdmin):
-    list_display = ("name", "kind", "owned_by", "is_public", "created_at")
-    list_filter = ("kind", "is_public")
+    form = PublicModelForm
+    list_display = ("name", "kind", "strategy", "fallbacks", "owned_by", "is_public", "created_at")
+    list_filter = ("kind", "strategy", "is_public")
     search_fields = ("name",)
     inlines = (DeploymentInline,)
+
+    @admin.display(description="fallback models")
+    def fallbacks(self, model: PublicModel) -> str:
+        return ", ".join(model.fallback_models or ()) or "-"
 
 
 @admin.register(Deployment)
 class DeploymentAdmin(ConfigAdmin):
-    list_display = ("public_model", "provider", "upstream_model", "priority", "weight", "enabled")
+    list_display = ("public_model", "provider", "upstream_model", "priority", "weight", "quality_score", "enabled")
     list_filter = ("enabled", "provider__kind", "provider")
     search_fields = ("public_model__name", "upstream_model", "provider__name")
     list_select_related = ("public_model", "provider")

@@ -11,7 +11,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import ClassVar
 
-from django.core.validators import MinValueValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -76,6 +77,16 @@ class Credential(models.Model):
         return f"{self.provider.name} / {self.name}"
 
 
+class Strategy(models.TextChoices):
+    """How a public model orders its deployments; routing.strategies applies it."""
+
+    PRIORITY = "priority", "Priority (lowest first; weighted among equals)"
+    WEIGHTED = "weighted", "Weighted (A/B split, sticky per key)"
+    CHEAPEST = "cheapest", "Cheapest (provider cost)"
+    FASTEST = "fastest", "Fastest (latency EWMA; time to first token for streams)"
+    QUALITY = "quality", "Best quality (operator score)"
+
+
 class PublicModel(models.Model):
     class Kind(models.TextChoices):
         CHAT = "chat", "Chat"
@@ -87,10 +98,50 @@ class PublicModel(models.Model):
     owned_by = models.CharField(max_length=100, default="oneflow")
     # Hidden models are callable only by keys that list them in allowed_models.
     is_public = models.BooleanField(default=True, help_text="Listed and callable for every organization.")
+    strategy = models.CharField(
+        max_length=10,
+        choices=Strategy.choices,
+        default=Strategy.PRIORITY,
+        help_text="How the gateway orders this model's deployments (routing.strategies).",
+    )
+    max_latency_ms = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Cheapest only: deployments slower than this (latency EWMA, ms) are tried after the others.",
+    )
+    # Names of other public models, tried in this order once this model's own
+    # deployments are exhausted; not followed further (a fallback's fallbacks are
+    # ignored), so a cycle cannot make a request loop.
+    fallback_models = models.JSONField(
+        default=list, blank=True, help_text="Other public models to try, in order, when this one's deployments fail."
+    )
     created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.CheckConstraint(
+                condition=models.Q(strategy__in=Strategy.values),
+                name="providers_publicmodel_strategy_known",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        names = self.fallback_models
+        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+            raise ValidationError({"fallback_models": "A list of public model names."})
+        if self.name in names:
+            raise ValidationError({"fallback_models": "A model cannot fall back to itself."})
+        if len(set(names)) != len(names):
+            raise ValidationError({"fallback_models": "Each fallback model may be listed once."})
+        kinds = dict(PublicModel.objects.filter(name__in=names).values_list("name", "kind"))
+        if missing := [name for name in names if name not in kinds]:
+            raise ValidationError({"fallback_models": f"No public model is named {', '.join(missing)}."})
+        if other := [name for name in names if kinds[name] != self.kind]:
+            raise ValidationError({"fallback_models": f"Not a {self.kind} model: {', '.join(other)}."})
 
 
 _PER_MILLION = {"max_digits": 14, "decimal_places": 6, "default": Decimal(0), "validators": [MinValueValidator(0)]}
@@ -105,6 +156,11 @@ class Deployment(models.Model):
     upstream_model = models.CharField(max_length=200, help_text="The model name the provider expects.")
     priority = models.PositiveSmallIntegerField(default=1, help_text="Lower is tried first.")
     weight = models.PositiveSmallIntegerField(default=100, help_text="Share among deployments of equal priority.")
+    quality_score = models.PositiveSmallIntegerField(
+        default=50,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="The operator's judgement, 0-100; the best-quality strategy tries higher first.",
+    )
     context_window = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens.")
     capabilities = models.JSONField(
         default=list, blank=True, help_text='e.g. ["tools", "vision", "json_mode"]; empty means all.'
@@ -120,6 +176,11 @@ class Deployment(models.Model):
 
     class Meta:
         ordering: ClassVar = ["public_model", "priority", "-weight", "pk"]
+        constraints: ClassVar = [
+            models.CheckConstraint(
+                condition=models.Q(quality_score__lte=100), name="providers_deployment_quality_score_at_most_100"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.public_model.name} → {self.provider.name}:{self.upstream_model}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from oneflow.lib.crypto import unseal
 from providers.adapters.base import Target
-from providers.models import Credential, Deployment, Provider, PublicModel
+from providers.models import Credential, Deployment, Provider, PublicModel, Strategy
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,14 @@ class DeploymentView:
     priority: int
     weight: int
     capabilities: tuple[str, ...]
+    # USD per 1M tokens: what the provider charges OneFlow.
     cost_input_per_1m: Decimal
     cost_cached_input_per_1m: Decimal
     cost_output_per_1m: Decimal
     rpm_quota: int | None
     tpm_quota: int | None
+    quality_score: int = 50
+    model_name: str = ""  # the public model it serves: a fallback's deployment serves another
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,9 @@ class ModelView:
     is_public: bool
     created: int
     deployments: tuple[DeploymentView, ...]
+    strategy: str = Strategy.PRIORITY.value
+    max_latency_ms: int | None = None
+    fallback_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,13 +119,16 @@ def deployment_view(deployment: Deployment) -> DeploymentView | None:
         cost_output_per_1m=deployment.cost_output_per_1m,
         rpm_quota=deployment.rpm_quota,
         tpm_quota=deployment.tpm_quota,
+        quality_score=deployment.quality_score,
+        model_name=deployment.public_model.name,
     )
 
 
 def catalog_build() -> Catalog:
+    """Every public model with its callable deployments, in two queries whatever their number."""
     deployments = (
         Deployment.objects.filter(enabled=True, provider__enabled=True)
-        .select_related("provider", "credential")
+        .select_related("public_model", "provider", "credential")
         .order_by("priority", "-weight", "pk")
     )
     by_model: dict[int, list[DeploymentView]] = {}
@@ -138,6 +147,9 @@ def catalog_build() -> Catalog:
             is_public=model.is_public,
             created=int(model.created_at.timestamp()),
             deployments=tuple(by_model.get(model.pk, ())),
+            strategy=model.strategy,
+            max_latency_ms=model.max_latency_ms,
+            fallback_models=tuple(str(name) for name in model.fallback_models or ()),
         )
         listed.append(model_view)
         for alias in [*(model.aliases or []), model.name]:

@@ -9,14 +9,18 @@ render the result in their protocol.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
+
+from django.conf import settings
 
 from accounts.selectors import KeyCredentials
 from billing.holds import Event
@@ -24,7 +28,7 @@ from billing.pricing import Terms, Tokens, cost_usd
 from billing.usage import UsageRecord, encode
 from oneflow.lib import redis
 from providers import tokens
-from providers.adapters import ErrorKind, UpstreamError, adapter_for
+from providers.adapters import ErrorKind, UpstreamError, adapter_for, connection_error
 from providers.selectors import DeploymentView, ModelView
 from routing import metrics, protocol, reservations
 from routing.errors import GatewayError, model_not_found
@@ -33,7 +37,7 @@ from routing.snapshots import snapshots
 
 logger = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Call:
     ttft_ms: int | None = None
     upstream_ms: float | None = None
     generated: list[str] = field(default_factory=list)
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)
     client_disconnected: bool = False
     recorded: bool = False
     cost: Decimal | None = None  # credits, once usage is known
@@ -148,47 +153,98 @@ async def _admit(call: Call, model_name: Any, *, kind: str) -> bytes | None:
 def plan(call: Call) -> list[DeploymentView]:
     """Deployments to try, in order. (Strategies arrive with the routing issue.)"""
     assert call.model is not None  # noqa: S101 - admit() ran
-    return list(call.model.deployments[:MAX_ATTEMPTS])
+    return list(call.model.deployments[: settings.UPSTREAM_MAX_ATTEMPTS])
 
 
 def _failed(call: Call, error: UpstreamError) -> GatewayError:
     call.status_code = error.status
     call.error_type = error.kind.value
-    headers = {"retry-after": str(max(1, min(60, round(error.retry_after))))} if error.retry_after else None
+    headers = call.response_headers()
+    if error.retry_after:
+        headers["retry-after"] = str(max(1, min(60, round(error.retry_after))))
     retryable = None if error.kind is ErrorKind.TRANSIENT else False
     return GatewayError(
         error.status, error.message, code=f"upstream_{error.kind.value}", headers=headers, retryable=retryable
     )
 
 
-def _attempt_failed(call: Call, error: UpstreamError) -> UpstreamError:
+def _backoff(retry: int, retry_after: float | None) -> float:
+    """Full jitter over a doubling ceiling; the provider's Retry-After when it asks for longer."""
+    ceiling = min(settings.UPSTREAM_RETRY_MAX_SECONDS, settings.UPSTREAM_RETRY_BASE_SECONDS * 2 ** (retry - 1))
+    return max(random.uniform(0, ceiling), retry_after or 0)  # noqa: S311 - jitter, not secrecy
+
+
+async def _attempts(call: Call, attempt: Callable[[DeploymentView], Awaitable[T]]) -> T:
+    """Runs ``attempt`` on the plan's deployments until one succeeds.
+
+    The caller's own mistakes end the request at once; a deployment that
+    cannot serve (credentials, model) is left for the next; a transient
+    failure moves to the next deployment, or, on the last one, waits its
+    backoff and tries it again. At most UPSTREAM_MAX_ATTEMPTS, all inside the
+    request's deadline.
+    """
+    deployments = plan(call)
+    deadline = time.monotonic() + settings.UPSTREAM_DEADLINE_SECONDS
+    index, last = 0, None
+    while index < len(deployments) and call.attempts < settings.UPSTREAM_MAX_ATTEMPTS:
+        deployment = call.deployment = deployments[index]
+        call.attempts += 1
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                result = await attempt(deployment)
+        except (UpstreamError, TimeoutError) as exc:
+            last = exc if isinstance(exc, UpstreamError) else connection_error(exc)
+            _attempt_failed(call, last, started)
+        else:
+            call.attempt_log.append(_attempt_entry(deployment, 200, "", started))
+            return result
+        if last.kind is ErrorKind.DEPLOYMENT or index + 1 < len(deployments):
+            index += 1
+            continue
+        delay = _backoff(call.attempts, last.retry_after)
+        if time.monotonic() + delay >= deadline or call.attempts >= settings.UPSTREAM_MAX_ATTEMPTS:
+            break
+        await asyncio.sleep(delay)
+    assert last is not None  # noqa: S101 - plan() is never empty
+    raise _failed(call, last)
+
+
+def _attempt_entry(deployment: DeploymentView, status: int, error: str, started: float) -> dict[str, Any]:
+    return {
+        "deployment_id": deployment.id,
+        "provider": deployment.target.provider_name,
+        "status": status,
+        "error": error,
+        "ms": round((time.perf_counter() - started) * 1000),
+    }
+
+
+def _attempt_failed(call: Call, error: UpstreamError, started: float) -> None:
     """Counts a failed attempt; the caller's own mistakes end the request at once."""
+    assert call.deployment is not None  # noqa: S101 - set by the attempt loop
     metrics.upstream_failed(call, error)
+    call.attempt_log.append(_attempt_entry(call.deployment, error.status, error.kind.value, started))
     if error.kind is ErrorKind.REQUEST:
         raise _failed(call, error) from None
-    return error
 
 
 async def complete(call: Call) -> dict[str, Any]:
-    """The non-streaming answer, from the first deployment that gives one."""
-    last: UpstreamError | None = None
-    for deployment in plan(call):
-        call.deployment, call.attempts = deployment, call.attempts + 1
+    """The non-streaming answer, from the first attempt that gives one."""
+
+    async def attempt(deployment: DeploymentView) -> dict[str, Any]:
         adapter = adapter_for(deployment.target.kind)
         started = time.perf_counter()
-        try:
-            if call.endpoint == "embeddings":
-                result = await adapter.embeddings(deployment.target, call.body)
-            else:
-                result = await adapter.chat(deployment.target, call.body)
-            call.upstream_ms = (time.perf_counter() - started) * 1000
-        except UpstreamError as error:
-            last = _attempt_failed(call, error)
-            continue
-        _account_result(call, result)
+        if call.endpoint == "embeddings":
+            result = await adapter.embeddings(deployment.target, call.body)
+        else:
+            result = await adapter.chat(deployment.target, call.body)
+        call.upstream_ms = (time.perf_counter() - started) * 1000
         return result
-    assert last is not None  # noqa: S101 - plan() is never empty
-    raise _failed(call, last)
+
+    result = await _attempts(call, attempt)
+    _account_result(call, result)
+    return result
 
 
 def _account_result(call: Call, result: dict[str, Any]) -> None:
@@ -221,27 +277,53 @@ def _estimate(call: Call, completion_text: str) -> dict[str, Any]:
 
 
 async def open_stream(call: Call) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
-    """The first chunk and the rest of the stream, from the first deployment that starts one.
+    """The first chunk and the rest of the stream, from the first attempt that
+    reaches the answer's first content.
 
-    A deployment that fails before its first chunk is skipped invisibly: the
-    client has seen nothing yet.
+    Chunks before it (the role, empty deltas) are held back, so a deployment
+    that fails before its first content is skipped invisibly: the client has
+    seen nothing yet.
     """
-    last: UpstreamError | None = None
-    for deployment in plan(call):
-        call.deployment, call.attempts = deployment, call.attempts + 1
+
+    async def attempt(deployment: DeploymentView) -> tuple[list[dict[str, Any]], AsyncIterator[dict[str, Any]]]:
         chunks = adapter_for(deployment.target.kind).chat_stream(deployment.target, call.body)
+        held: list[dict[str, Any]] = []
         try:
-            first = await anext(chunks)
-        except UpstreamError as error:
-            last = _attempt_failed(call, error)
-            continue
-        except StopAsyncIteration:
-            last = UpstreamError("The upstream provider sent an empty stream.", kind=ErrorKind.TRANSIENT, status=502)
-            continue
-        call.ttft_ms = call.request.elapsed_ms()
-        return first, chunks
-    assert last is not None  # noqa: S101
-    raise _failed(call, last)
+            async for chunk in chunks:
+                held.append(chunk)
+                if _has_content(chunk):
+                    return held, chunks
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                await chunks.aclose()  # type: ignore[attr-defined]
+            raise
+        if not held:
+            raise UpstreamError("The upstream provider sent an empty stream.", kind=ErrorKind.TRANSIENT, status=502)
+        return held, chunks
+
+    held, rest = await _attempts(call, attempt)
+    call.ttft_ms = call.request.elapsed_ms()
+    return held[0], _chain(held[1:], rest)
+
+
+def _has_content(chunk: dict[str, Any]) -> bool:
+    if chunk.get("usage"):
+        return True
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or delta.get("refusal") or choice.get("finish_reason"):
+            return True
+    return False
+
+
+async def _chain(held: list[dict[str, Any]], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    try:
+        for chunk in held:
+            yield chunk
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 def account_chunk(call: Call, chunk: dict[str, Any]) -> None:
@@ -323,6 +405,7 @@ def _usage_record(call: Call, key: KeyCredentials) -> UsageRecord:
         created_at=call.request.started_wall,
         provider_cost_usd=str(_provider_cost(call)),
         charged=str(call.charged),
+        attempt_log=call.attempt_log,
     )
 
 

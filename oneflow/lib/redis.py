@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 import fakeredis
 import redis
 import redis.asyncio
+import redis.exceptions
 from django.conf import settings
 
 EMBEDDED_URL = "redis://embedded/0"
@@ -64,6 +66,37 @@ async def close_loop_client() -> None:
     client = _loop_clients.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()
+
+
+ScriptCall = tuple[Any, Sequence[Any], Sequence[Any]]  # (registered script, keys, args)
+
+
+async def run_scripts(client: redis.asyncio.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Runs several Lua scripts in one round trip (each atomic on its own) and
+    returns their replies in order; raises the first error among them.
+
+    redis-py's pipelines check ``SCRIPT EXISTS`` before every execute, a
+    second round trip; this sends EVALSHA alone, and only when the server does
+    not know a script (a restart, a flush of its scripts) loads it and runs
+    that one again (the others already ran: they must not run twice).
+    """
+    replies = await _evalsha_all(client, calls)
+    for index, reply in enumerate(replies):
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            script, keys, args = calls[index]
+            script.sha = await client.script_load(script.script)
+            replies[index] = await client.evalsha(script.sha, len(keys), *keys, *args)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+async def _evalsha_all(client: redis.asyncio.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    async with client.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
 
 class EmbeddedConnectionPool(redis.ConnectionPool):

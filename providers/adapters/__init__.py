@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from providers.adapters.anthropic import AnthropicAdapter
-from providers.adapters.base import Adapter, ErrorKind, Target, UpstreamError
+from providers.adapters.base import Adapter, ErrorKind, Target, UpstreamError, connection_error
 from providers.adapters.gemini import GeminiAdapter
 from providers.adapters.openai import AzureOpenAIAdapter, OpenAIAdapter
 from providers.adapters.simulator import SimulatorAdapter
@@ -23,4 +23,4 @@ def adapter_for(kind: str) -> Adapter:
     return ADAPTERS[kind]
 
 
-__all__ = ["ADAPTERS", "Adapter", "ErrorKind", "Target", "UpstreamError", "adapter_for"]
+__all__ = ["ADAPTERS", "Adapter", "ErrorKind", "Target", "UpstreamError", "adapter_for", "connection_error"]

@@ -9,6 +9,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ class Behave:
     ``finish_reason`` is in the protocol's own vocabulary ("length", "max_tokens", "MAX_TOKENS").
     ``cached_tokens`` are part of the prompt tokens (Anthropic reports them as cache reads, outside
     ``input_tokens``); ``reasoning_tokens`` are added to the completion tokens (Gemini: thoughtsTokenCount).
+    ``stall`` seconds of silence follow the ``stall_after``-th content frame of a stream: a stream that
+    stops mid-way, unlike ``chunk_delay``, which also delays the first content frame.
     """
 
     status: int | None = None
@@ -47,6 +50,8 @@ class Behave:
     finish_reason: str | None = None
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    stall_after: int | None = None
+    stall: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-case names
     json: Any  # parsed body, None when absent or not JSON
     body: bytes
+    at: float = 0.0  # time.monotonic() when it arrived: tests measure the gaps between attempts
 
 
 class UpstreamState:
@@ -236,6 +242,7 @@ async def record(request: web.Request) -> Any:
             headers={name.lower(): value for name, value in request.headers.items()},
             json=body,
             body=raw,
+            at=time.monotonic(),
         )
     )
     return body
@@ -323,6 +330,8 @@ async def _write_frames(
         if cut is not None and sent >= cut:
             cut_connection(call.request)
             return response
+        if sent == behave.stall_after:
+            await asyncio.sleep(behave.stall)
     return response
 
 

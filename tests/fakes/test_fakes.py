@@ -238,6 +238,37 @@ def test_cut_after_reset_and_delays(up: FakeUpstream) -> None:
     assert len(up.wait_for_requests(4)) == 4
 
 
+def test_a_stall_pauses_a_stream_after_its_nth_content_frame(up: FakeUpstream) -> None:
+    up.script(Behave(stall_after=1, stall=0.4))
+    connection = http.client.HTTPConnection("127.0.0.1", up.port, timeout=10)
+    connection.request("POST", "/v1/chat/completions", json.dumps({**CHAT, "stream": True}), OPENAI_AUTH)
+    response = connection.getresponse()
+    started = time.monotonic()
+    first = response.read1()  # the role chunk and "Hello" are sent at once
+    while b"Hello" not in first:
+        first += response.read1()
+    assert time.monotonic() - started < 0.3
+    assert b" from" not in first
+    rest = response.read()
+    connection.close()
+    assert time.monotonic() - started >= 0.4
+    assert [c["choices"][0]["delta"].get("content") for c in chunks(first + rest) if c["choices"]][1:3] == [
+        "Hello",
+        " from",
+    ]
+    assert b"[DONE]" in rest
+
+
+def test_requests_are_stamped_with_their_arrival(up: FakeUpstream) -> None:
+    before = time.monotonic()
+    call(up, "/v1/chat/completions", CHAT, OPENAI_AUTH)
+    time.sleep(0.1)
+    call(up, "/v1/chat/completions", CHAT, OPENAI_AUTH)
+    first, second = up.requests
+    assert before <= first.at < second.at <= time.monotonic()
+    assert second.at - first.at >= 0.1
+
+
 def test_openai_embeddings_models_and_azure(up: FakeUpstream) -> None:
     request = {"model": "text-embedding-3-small", "input": ["hello world", "bye"], "dimensions": 4}
     _, _, raw = call(up, "/v1/embeddings", request, OPENAI_AUTH)

@@ -12,6 +12,7 @@ from typing import Any
 
 import openai
 import pytest
+from django.test import override_settings
 
 from billing.models import Price
 from providers.models import Credential, Deployment, Provider, PublicModel
@@ -197,6 +198,7 @@ def test_embeddings_through_openai(gateway: Gateway, upstream: FakeUpstream) -> 
         (Behave(reset=True), openai.InternalServerError, 502),
     ],
 )
+@override_settings(UPSTREAM_MAX_ATTEMPTS=1)  # the mapping of one failure; retries are tested in test_faults
 def test_upstream_errors_map_to_the_right_status(
     gateway: Gateway, upstream: FakeUpstream, behave: Behave, exception: type[Exception], status: int
 ) -> None:
