@@ -30,7 +30,7 @@ from oneflow.lib import redis
 from providers import tokens
 from providers.adapters import ErrorKind, UpstreamError, adapter_for, connection_error
 from providers.selectors import DeploymentView, ModelView
-from routing import metrics, protocol, reservations
+from routing import metrics, protocol, reservations, strategies
 from routing.errors import GatewayError, model_not_found
 from routing.protocol import Request
 from routing.snapshots import snapshots
@@ -60,6 +60,9 @@ class Call:
     upstream_ms: float | None = None
     generated: list[str] = field(default_factory=list)
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
+    preferences: strategies.Preferences = strategies.NO_PREFERENCES
+    health: dict[int, strategies.Health] = field(default_factory=dict)
+    route: str = ""
     client_disconnected: bool = False
     recorded: bool = False
     cost: Decimal | None = None  # credits, once usage is known
@@ -76,6 +79,8 @@ class Call:
             headers["x-oneflow-cost"] = str(self.cost)
         if self.deployment is not None:
             headers["x-oneflow-provider"] = self.deployment.target.provider_name
+        if self.route:
+            headers["x-oneflow-route"] = self.route
         return headers
 
 
@@ -134,8 +139,11 @@ async def _admit(call: Call, model_name: Any, *, kind: str) -> bytes | None:
             param="model",
             retryable=False,
         )
-    if not model.deployments:
+    if not model.deployments and not model.fallback_models:
         raise GatewayError(503, f"No deployment can serve `{model.name}` right now.", code="model_unavailable")
+    if "provider" in call.body:
+        # OneFlow's to read, not the upstream's: providers refuse unknown parameters.
+        call.preferences = strategies.preferences_parse(call.body.pop("provider"))
     call.model = model
     organization_id = call.key.organization_id
     worst = reservations.worst_case_cost(
@@ -151,9 +159,39 @@ async def _admit(call: Call, model_name: Any, *, kind: str) -> bytes | None:
 
 
 def plan(call: Call) -> list[DeploymentView]:
-    """Deployments to try, in order. (Strategies arrive with the routing issue.)"""
-    assert call.model is not None  # noqa: S101 - admit() ran
-    return list(call.model.deployments[: settings.UPSTREAM_MAX_ATTEMPTS])
+    """Deployments to try, in order: the model's strategy, its fallback models,
+    the request's provider preferences and the deployments' health."""
+    assert call.model is not None and call.key is not None  # noqa: S101 - admit() ran
+    key = call.key
+    chosen = strategies.plan(
+        call.model,
+        catalog_find=lambda name: _usable(key, name),
+        health=call.health,
+        preferences=call.preferences,
+        sticky=_sticky(call),
+        stream=call.stream,
+        max_attempts=settings.UPSTREAM_MAX_ATTEMPTS,
+    )
+    call.route = chosen.route
+    return list(chosen.deployments)
+
+
+def _usable(key: KeyCredentials, name: str) -> ModelView | None:
+    """A fallback model, if this key may call it."""
+    model = snapshots.catalog.find(name) if snapshots.catalog else None
+    if model is None or not (snapshots.visible(model, key) or name in key.allowed_models):
+        return None
+    return model
+
+
+def _sticky(call: Call) -> str | None:
+    """Requests sharing a prompt cache key (or end user) stick to one deployment, so
+    the provider's prompt cache keeps working; otherwise each API key sticks to its arm."""
+    for name in ("prompt_cache_key", "user"):
+        value = call.body.get(name)
+        if isinstance(value, str) and value:
+            return f"{name}:{value}"
+    return f"key:{call.key.key_id}" if call.key else None
 
 
 def _failed(call: Call, error: UpstreamError) -> GatewayError:
