@@ -112,6 +112,8 @@ async def admit(call: Call, model_name: Any, *, kind: str) -> None:
         )
         call.reservation = None
         await _admit(call, model_name, kind=kind)
+    # OneFlow's to read, not the upstream's: providers refuse unknown parameters.
+    call.body.pop("provider", None)
 
 
 async def _admit(call: Call, model_name: Any, *, kind: str) -> bytes | None:
@@ -142,8 +144,7 @@ async def _admit(call: Call, model_name: Any, *, kind: str) -> bytes | None:
     if not model.deployments and not model.fallback_models:
         raise GatewayError(503, f"No deployment can serve `{model.name}` right now.", code="model_unavailable")
     if "provider" in call.body:
-        # OneFlow's to read, not the upstream's: providers refuse unknown parameters.
-        call.preferences = strategies.preferences_parse(call.body.pop("provider"))
+        call.preferences = strategies.preferences_parse(call.body["provider"])
     call.model = model
     organization_id = call.key.organization_id
     worst = reservations.worst_case_cost(
