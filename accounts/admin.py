@@ -1,5 +1,7 @@
-"""Operator admin for people, tenants and keys. Secrets are never shown: keys
-list their prefixes, and rotate/revoke go through the services."""
+"""Operator admin for people, tenants, plans and keys. Secrets are never shown:
+keys list their prefixes, and rotate/revoke go through the services. Edits of
+what gateways cache (limits, allowed models, plans) advance the configuration
+version, so they take effect on the next request."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts import services
-from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, User
+from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, Plan, User
+from oneflow.lib import config_version
 
 
 @admin.register(User)
@@ -38,14 +41,74 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ("user",)
 
 
+class GatewayConfigAdmin(admin.ModelAdmin):
+    """Advances the configuration version after every change made here: gateways
+    cache keys with their limits and drop them when it moves."""
+
+    show_full_result_count = False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        config_version.bump()
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        super().delete_model(request, obj)
+        config_version.bump()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        super().delete_queryset(request, queryset)
+        config_version.bump()
+
+
+_LIMITS_HELP = (
+    "Empty fields take the plan's value; empty request limits on the plan take the platform default "
+    "(RATE_LIMIT_DEFAULT_RPM / RATE_LIMIT_DEFAULT_RPH). Empty token and concurrency limits mean none."
+)
+
+
+@admin.register(Plan)
+class PlanAdmin(GatewayConfigAdmin):
+    list_display = ("name", "rpm", "rph", "input_tpm", "output_tpm", "concurrency", "created_at")
+    search_fields = ("name",)
+    readonly_fields = ("created_at",)
+    fieldsets = (
+        (None, {"fields": ("name", "created_at")}),
+        (
+            "Limits",
+            {
+                "fields": (("rpm", "rph"), ("input_tpm", "output_tpm"), "concurrency"),
+                "description": "Empty request limits mean the platform default; empty token and concurrency "
+                "limits mean none.",
+            },
+        ),
+    )
+
+
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "api_key_grace_period", "created_at")
+class OrganizationAdmin(GatewayConfigAdmin):
+    list_display = ("name", "slug", "plan", "limit_rpm", "limit_rph", "api_key_grace_period", "created_at")
+    list_filter = ("plan",)
     search_fields = ("name", "slug")
+    list_select_related = ("plan",)
+    autocomplete_fields = ("plan",)
     prepopulated_fields: ClassVar = {"slug": ("name",)}
     readonly_fields = ("created_at",)
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "time_zone", "api_key_grace_period", "created_at")}),
+        (
+            "Rate limits",
+            {
+                "fields": (
+                    "plan",
+                    ("limit_rpm", "limit_rph"),
+                    ("limit_input_tpm", "limit_output_tpm"),
+                    "limit_concurrency",
+                ),
+                "description": _LIMITS_HELP,
+            },
+        ),
+    )
     inlines = (MembershipInline,)
-    show_full_result_count = False
 
 
 @admin.register(Membership)
@@ -74,7 +137,7 @@ class ApiKeySecretInline(admin.TabularInline):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(GatewayConfigAdmin):
     list_display = ("name", "public_id", "organization", "status", "expires_at", "last_used_at", "created_at")
     list_filter = ("status",)
     search_fields = ("name", "public_id", "organization__name", "secrets__prefix")
@@ -92,14 +155,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "revoked_at",
         "last_used_at",
         "allowed_models",
-        ("limit_rpm", "limit_input_tpm", "limit_output_tpm", "limit_concurrency"),
+        ("limit_rpm", "limit_rph", "limit_input_tpm", "limit_output_tpm", "limit_concurrency"),
         "grace_period",
         ("rotation_interval_days", "next_rotation_at"),
     )
     inlines = (ApiKeySecretInline,)
     actions = ("rotate_keys", "revoke_keys")
     date_hierarchy = "created_at"
-    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # A key's secret is shown once, to the person who asked for it: keys

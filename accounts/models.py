@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -64,6 +65,10 @@ class User(AbstractBaseUser, PermissionsMixin):
         return self.email
 
 
+# Rate limits: empty inherits (or means none); 0 would refuse every request.
+_AT_LEAST_ONE = [MinValueValidator(1)]
+
+
 def validate_timezone(value: str) -> None:
     try:
         zoneinfo.ZoneInfo(value)
@@ -71,11 +76,65 @@ def validate_timezone(value: str) -> None:
         raise ValidationError(f"{value!r} is not an IANA time zone (e.g. Europe/Paris).") from None
 
 
+class Plan(models.Model):
+    """Rate limits that organizations subscribe to.
+
+    An empty request limit (rpm, rph) means the platform default
+    (RATE_LIMIT_DEFAULT_RPM/RPH); an empty token or concurrency limit means
+    none. An organization's own limits override its plan's, field by field.
+    """
+
+    name = models.CharField(max_length=60, unique=True)
+    rpm = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=_AT_LEAST_ONE,
+        help_text="Requests per minute; empty means the platform default.",
+    )
+    rph = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=_AT_LEAST_ONE,
+        help_text="Requests per hour; empty means the platform default.",
+    )
+    input_tpm = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Input tokens per minute; empty means no limit."
+    )
+    output_tpm = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Output tokens per minute; empty means no limit."
+    )
+    concurrency = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests in flight; empty means no limit."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Organization(models.Model):
     """A tenant: it owns API keys and credits, and people belong to it."""
 
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=60, unique=True)
+    # Deleting a plan must not silently move its organizations to the defaults.
+    plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="organizations")
+    # Organization-wide limits, shared by all its keys; empty means the plan's.
+    limit_rpm = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests per minute."
+    )
+    limit_rph = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests per hour."
+    )
+    limit_input_tpm = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Input tokens per minute."
+    )
+    limit_output_tpm = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Output tokens per minute."
+    )
+    limit_concurrency = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests in flight."
+    )
     api_key_grace_period = models.DurationField(
         null=True,
         blank=True,
@@ -136,11 +195,23 @@ class ApiKey(models.Model):
     # Public model names this key may call; empty means every model the
     # organization can see.
     allowed_models = models.JSONField(default=list, blank=True)
-    # Per-key limits; empty means the organization's or plan's limit applies.
-    limit_rpm = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute.")
-    limit_input_tpm = models.PositiveIntegerField(null=True, blank=True, help_text="Input tokens per minute.")
-    limit_output_tpm = models.PositiveIntegerField(null=True, blank=True, help_text="Output tokens per minute.")
-    limit_concurrency = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight.")
+    # Per-key limits, counted for the key alone and checked besides the
+    # organization's (so a key can only narrow them); empty means none.
+    limit_rpm = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests per minute."
+    )
+    limit_rph = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests per hour."
+    )
+    limit_input_tpm = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Input tokens per minute."
+    )
+    limit_output_tpm = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Output tokens per minute."
+    )
+    limit_concurrency = models.PositiveIntegerField(
+        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests in flight."
+    )
     grace_period = models.DurationField(
         null=True,
         blank=True,

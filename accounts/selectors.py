@@ -6,11 +6,12 @@ import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
 from accounts import keys
-from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, User
+from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, Plan, User
 from oneflow.lib.errors import NotFound
 
 
@@ -56,6 +57,44 @@ def api_key_get(*, organization: Organization, public_id: str) -> ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimits:
+    """The limits of one scope (a key, or an organization with all its keys); None means none."""
+
+    rpm: int | None = None
+    rph: int | None = None
+    input_tpm: int | None = None
+    output_tpm: int | None = None
+    concurrency: int | None = None
+
+
+def _first(*values: int | None) -> int | None:
+    return next((value for value in values if value is not None), None)
+
+
+def organization_limits(*, organization: Organization) -> RateLimits:
+    """The organization's own limit, else its plan's, else the platform default (requests only)."""
+    plan = organization.plan or Plan()
+    return RateLimits(
+        rpm=_first(organization.limit_rpm, plan.rpm, settings.RATE_LIMIT_DEFAULT_RPM),
+        rph=_first(organization.limit_rph, plan.rph, settings.RATE_LIMIT_DEFAULT_RPH),
+        input_tpm=_first(organization.limit_input_tpm, plan.input_tpm),
+        output_tpm=_first(organization.limit_output_tpm, plan.output_tpm),
+        concurrency=_first(organization.limit_concurrency, plan.concurrency),
+    )
+
+
+def api_key_limits(*, key: ApiKey) -> RateLimits:
+    """What the key itself sets: checked besides its organization's limits, so it can only narrow them."""
+    return RateLimits(
+        rpm=key.limit_rpm,
+        rph=key.limit_rph,
+        input_tpm=key.limit_input_tpm,
+        output_tpm=key.limit_output_tpm,
+        concurrency=key.limit_concurrency,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class KeyCredentials:
     """What the gateway needs to authenticate one secret, without the database."""
 
@@ -71,10 +110,8 @@ class KeyCredentials:
     expires_at: datetime | None
     organization_id: int
     allowed_models: tuple[str, ...]
-    limit_rpm: int | None
-    limit_input_tpm: int | None
-    limit_output_tpm: int | None
-    limit_concurrency: int | None
+    key_limits: RateLimits  # counted per key
+    org_limits: RateLimits  # counted per organization, across its keys
 
     def matches(self, raw: str) -> bool:
         # Constant time: response timing says nothing about how close a guess was.
@@ -89,7 +126,7 @@ class KeyCredentials:
 
 
 def api_key_credentials(*, prefix: str) -> KeyCredentials | None:
-    secret = ApiKeySecret.objects.select_related("key").filter(prefix=prefix).first()
+    secret = ApiKeySecret.objects.select_related("key__organization__plan").filter(prefix=prefix).first()
     if secret is None:
         return None
     key = secret.key
@@ -106,10 +143,8 @@ def api_key_credentials(*, prefix: str) -> KeyCredentials | None:
         expires_at=key.expires_at,
         organization_id=key.organization_id,
         allowed_models=tuple(key.allowed_models or ()),
-        limit_rpm=key.limit_rpm,
-        limit_input_tpm=key.limit_input_tpm,
-        limit_output_tpm=key.limit_output_tpm,
-        limit_concurrency=key.limit_concurrency,
+        key_limits=api_key_limits(key=key),
+        org_limits=organization_limits(organization=key.organization),
     )
 
 

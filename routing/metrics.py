@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from providers.adapters import UpstreamError
 
@@ -48,6 +48,20 @@ OVERHEAD = Histogram(
     "oneflow_gateway_overhead_seconds", "Request time not spent upstream (non-streaming).", buckets=_OVERHEAD_BUCKETS
 )
 UPSTREAM_ERRORS = Counter("oneflow_upstream_errors_total", "Failed upstream attempts.", ["provider", "kind"])
+# The breaker's state lives in Redis and any worker may see it change, so the
+# series shows the value set most recently by any process ("mostrecent"):
+# "max" would keep showing open from a worker that saw it open and has not
+# seen it close, and a "live" mode would lose the state with a recycled worker.
+BREAKER_STATE = Gauge(
+    "oneflow_breaker_state",
+    "Circuit breaker state per deployment: 0 closed, 1 half-open, 2 open.",
+    ["deployment"],
+    multiprocess_mode="mostrecent",
+)
+BREAKER_TRANSITIONS = Counter(
+    "oneflow_breaker_transitions_total", "Circuit breaker state changes.", ["deployment", "from", "to"]
+)
+_BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 def _status_class(status: int) -> str:
@@ -76,3 +90,8 @@ def request_done(call: Call) -> None:
         TOKENS.labels(model, provider, "output").inc(completion)
         TOKENS_PER_REQUEST.labels(model, "input").observe(prompt)
         TOKENS_PER_REQUEST.labels(model, "output").observe(completion)
+
+
+def breaker_changed(deployment_id: int, before: str, after: str) -> None:
+    BREAKER_STATE.labels(str(deployment_id)).set(_BREAKER_VALUES[after])
+    BREAKER_TRANSITIONS.labels(str(deployment_id), before, after).inc()

@@ -1,11 +1,16 @@
-"""Routing's own configuration."""
+"""Routing's own configuration, and its view of the deployments."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from django.db import models
 from django.utils import timezone
+
+from providers.models import Deployment
+
+if TYPE_CHECKING:
+    from routing.breakers import Health
 
 
 class ModelAccess(models.Model):
@@ -23,3 +28,14 @@ class ModelAccess(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization} may use {self.public_model}"
+
+
+class DeploymentHealth(Deployment):
+    """Deployments as the gateway sees them: breaker state and health, read from Redis (routing.admin)."""
+
+    health: Health | None = None  # filled from Redis by the admin, a page at a time
+
+    class Meta:
+        proxy = True
+        verbose_name = "deployment health"
+        verbose_name_plural = "deployment health"
