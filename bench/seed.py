@@ -14,7 +14,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oneflow.settings")
 django.setup()
 
 from accounts import services as accounts  # noqa: E402
-from accounts.models import User  # noqa: E402
+from accounts.models import Organization, User  # noqa: E402
 from billing.services import credits_grant  # noqa: E402
 from providers.models import Credential, Deployment, Provider, PublicModel  # noqa: E402
 from providers.services import credential_set_secret  # noqa: E402
@@ -30,4 +30,6 @@ Deployment.objects.create(public_model=model, provider=provider, credential=cred
 owner = User.objects.create_user("bench@oneflow.local", None)
 organization = accounts.organization_create(name="Bench", owner=owner)
 credits_grant(organization=organization, amount=Decimal(10) ** 9, idempotency_key="bench-credits")
+# Limits stay on (their scripts run on every request) but never bind.
+Organization.objects.filter(pk=organization.pk).update(limit_rpm=2_000_000_000, limit_rph=2_000_000_000)
 print(accounts.api_key_create(organization=organization, name="bench", created_by=owner).raw)

@@ -31,6 +31,7 @@ import redis as redis_lib
 import redis.asyncio
 
 from billing.usage import PENDING, STREAM
+from oneflow.lib.redis import ScriptCall, run_scripts
 
 UNITS_PER_CREDIT = 1_000_000
 HOLD_TTL_SECONDS = 15 * 60  # longer than any request may run
@@ -321,26 +322,49 @@ class Holds:
 
 
 class AsyncHolds:
-    """The gateway's side of the same scripts, through its asyncio client."""
+    """The gateway's side of the same scripts, through its asyncio client.
+
+    ``extra`` script calls ride in the same round trip as the hold or the
+    settle (the gateway's rate limits and breakers), each atomic on its own;
+    their replies come back in order.
+    """
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
         self._hold = client.register_script(_HOLD)
         self._settle = client.register_script(_SETTLE)
         self._seed = client.register_script(_SEED_CREDITS)
         self._seed_budget = client.register_script(_SEED_BUDGET)
 
     async def hold(
-        self, *, organization_id: int, hold_id: str, units: int, budgets: Sequence[BudgetSlot], version_key: str
-    ) -> HoldResult:
+        self,
+        *,
+        organization_id: int,
+        hold_id: str,
+        units: int,
+        budgets: Sequence[BudgetSlot],
+        version_key: str,
+        extra: Sequence[ScriptCall] = (),
+    ) -> tuple[HoldResult, list[Any]]:
         keys, args = _hold_call(organization_id, hold_id, units, budgets=budgets, version_key=version_key, now=None)
-        return _hold_result(await self._hold(keys=keys, args=args))
+        replies = await run_scripts(self.client, [(self._hold, keys, args), *extra])
+        return _hold_result(replies[0]), replies[1:]
 
     async def settle(
-        self, *, organization_id: int, hold_id: str, charged_units: int, event: Event, budget_keys: Sequence[str]
-    ) -> tuple[int, bytes]:
+        self,
+        *,
+        organization_id: int,
+        hold_id: str,
+        charged_units: int,
+        event: Event,
+        budget_keys: Sequence[str],
+        extra: Sequence[ScriptCall] = (),
+    ) -> tuple[int, bytes, list[Any]]:
+        """(units charged, the event's stream id, the extra scripts' replies)."""
         keys, args = _settle_call(organization_id, hold_id, charged_units, budget_keys, event)
-        charged, stream_id = await self._settle(keys=keys, args=args)
-        return int(charged), stream_id
+        replies = await run_scripts(self.client, [(self._settle, keys, args), *extra])
+        charged, stream_id = replies[0]
+        return int(charged), stream_id, replies[1:]
 
     async def seed(self, *, organization_id: int, ledger_units: int) -> None:
         keys, args = _seed_call(organization_id, ledger_units, False)

@@ -19,12 +19,14 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio
 import redis.exceptions
 
 from billing import usage
 from billing.holds import AsyncHolds, Event
+from oneflow.lib.redis import ScriptCall
 
 logger = logging.getLogger(__name__)
 
@@ -69,19 +71,27 @@ class UsageJournal:
         self._marked = False
 
     async def record(
-        self, *, organization_id: int, hold_id: str, charged_units: int, budget_keys: Sequence[str], event: Event
-    ) -> int:
-        """Settles the hold and appends the event; returns the units charged.
+        self,
+        *,
+        organization_id: int,
+        hold_id: str,
+        charged_units: int,
+        budget_keys: Sequence[str],
+        event: Event,
+        extra: Sequence[ScriptCall] = (),
+    ) -> list[Any]:
+        """Settles the hold and appends the event, with ``extra`` scripts in the
+        same round trip (sent once); returns their replies (none when Redis failed).
 
         Never raises for Redis trouble: the event is kept and sent later.
         """
         kept = Kept(organization_id, hold_id, charged_units, tuple(budget_keys), event)
         self._keep(kept)
         try:
-            await self._send(kept)
+            return await self._send(kept, extra)
         except redis.exceptions.RedisError:
             logger.warning("usage event kept for later: Redis is unavailable", exc_info=True)
-        return kept.charged_units
+        return []
 
     def _keep(self, kept: Kept) -> None:
         self.kept.append(kept)
@@ -91,20 +101,22 @@ class UsageJournal:
         if self.background and (self._ticker is None or self._ticker.done()):
             self._ticker = asyncio.get_running_loop().create_task(self._run())
 
-    async def _send(self, kept: Kept) -> None:
+    async def _send(self, kept: Kept, extra: Sequence[ScriptCall] = ()) -> list[Any]:
         # A hold that is still open is settled; one that is gone is charged anew.
         kept.sending = True
         try:
-            charged, stream_id = await self.holds.settle(
+            charged, stream_id, replies = await self.holds.settle(
                 organization_id=kept.organization_id,
                 hold_id=kept.hold_id,
                 charged_units=kept.charged_units,
                 event=kept.event,
                 budget_keys=kept.budget_keys,
+                extra=extra,
             )
         finally:
             kept.sending = False
         kept.charged_units, kept.stream_id = charged, _stream_id(stream_id)
+        return replies
 
     async def _run(self) -> None:
         # Nothing was kept before this run started, so nothing can have been lost before it.

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from django.conf import settings
 
 from oneflow.lib.asgi import shutdown_hooks
-from routing import anthropic_api, openai_api, protocol, reservations
+from routing import anthropic_api, idempotency, openai_api, protocol, reservations
 from routing.errors import GatewayError
 from routing.protocol import ClientGone, Receive, Request, Scope, Send
 
@@ -82,6 +82,10 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         await _preflight(request)
         return
     request.extra_headers = _cors_headers(request)
+    await idempotency.guarded(request, _dispatch, render_error=_render_error)
+
+
+async def _dispatch(request: Request) -> None:
     handler = _route(request)
     try:
         if handler is None:

@@ -371,9 +371,7 @@ def _force_result(reply: Any, deployment_ids: Sequence[int], after: State) -> li
     return [Transition(i, State(_text(before)), after) for i, before in zip(deployment_ids, reply, strict=True)]
 
 
-def _health_call(
-    deployment_ids: Sequence[int], policy: BreakerPolicy, now: float | None
-) -> tuple[list[str], list[Any]]:
+def health_call(deployment_ids: Sequence[int], policy: BreakerPolicy, now: float | None) -> tuple[list[str], list[Any]]:
     return [breaker_key(i) for i in deployment_ids], [_now_arg(now), policy.bucket_ms, policy.buckets]
 
 
@@ -470,7 +468,7 @@ class Breakers:
         """State and health figures of many deployments in one round trip."""
         if not deployment_ids:
             return {}
-        keys, args = _health_call(deployment_ids, self.policy, now)
+        keys, args = health_call(deployment_ids, self.policy, now)
         return health_result(self._health(keys=keys, args=args), deployment_ids)
 
 
@@ -481,7 +479,7 @@ class AsyncBreakers:
         self.policy = policy or BreakerPolicy.from_settings()
         self.check_script: AsyncScript = client.register_script(CHECK_SCRIPT)
         self.record_script: AsyncScript = client.register_script(RECORD_SCRIPT)
-        self._health = client.register_script(HEALTH_SCRIPT)
+        self.health_script: AsyncScript = client.register_script(HEALTH_SCRIPT)
 
     async def check(
         self, deployment_ids: Sequence[int], *, request_id: str, now: float | None = None
@@ -519,8 +517,8 @@ class AsyncBreakers:
     async def health(self, deployment_ids: Sequence[int], *, now: float | None = None) -> dict[int, Health]:
         if not deployment_ids:
             return {}
-        keys, args = _health_call(deployment_ids, self.policy, now)
-        return health_result(await self._health(keys=keys, args=args), deployment_ids)
+        keys, args = health_call(deployment_ids, self.policy, now)
+        return health_result(await self.health_script(keys=keys, args=args), deployment_ids)
 
 
 def breakers_force_open(*, deployment_ids: Sequence[int]) -> list[Transition]:

@@ -30,7 +30,8 @@ from oneflow.lib import redis
 from providers import tokens
 from providers.adapters import ErrorKind, UpstreamError, adapter_for, connection_error
 from providers.selectors import DeploymentView, ModelView
-from routing import metrics, protocol, reservations, strategies
+from routing import guards, limits, metrics, protocol, reservations, strategies
+from routing.breakers import Verdict
 from routing.errors import GatewayError, model_not_found
 from routing.protocol import Request
 from routing.snapshots import snapshots
@@ -63,6 +64,7 @@ class Call:
     preferences: strategies.Preferences = strategies.NO_PREFERENCES
     health: dict[int, strategies.Health] = field(default_factory=dict)
     route: str = ""
+    guards: guards.Guards | None = None  # the request's rate limits and breaker verdicts
     client_disconnected: bool = False
     recorded: bool = False
     cost: Decimal | None = None  # credits, once usage is known
@@ -81,6 +83,8 @@ class Call:
             headers["x-oneflow-provider"] = self.deployment.target.provider_name
         if self.route:
             headers["x-oneflow-route"] = self.route
+        if self.guards is not None:
+            headers.update(self.guards.headers(anthropic=self.endpoint == "messages"))
         return headers
 
 
@@ -111,12 +115,12 @@ async def admit(call: Call, model_name: Any, *, kind: str) -> None:
             organization_id=call.key.organization_id, hold_id=call.request.request_id, reservation=call.reservation
         )
         call.reservation = None
-        await _admit(call, model_name, kind=kind)
+        await _admit(call, model_name, kind=kind, admitted=call.guards)
     # OneFlow's to read, not the upstream's: providers refuse unknown parameters.
     call.body.pop("provider", None)
 
 
-async def _admit(call: Call, model_name: Any, *, kind: str) -> bytes | None:
+async def _admit(call: Call, model_name: Any, *, kind: str, admitted: guards.Guards | None = None) -> bytes | None:
     call.key = await snapshots.authenticate(raw_key(call.request))
     if not isinstance(model_name, str) or not model_name:
         raise GatewayError(400, "you must provide a model parameter", param="model", code="missing_model")
@@ -150,13 +154,36 @@ async def _admit(call: Call, model_name: Any, *, kind: str) -> bytes | None:
     worst = reservations.worst_case_cost(
         body=call.body, endpoint=call.endpoint, model=model, organization_id=organization_id
     )
-    call.reservation = await reservations.reserve(
+    key = call.key
+    checks = call.guards = guards.Guards.of(
+        request_id=call.request.request_id,
+        key=key,
+        model=model,
+        catalog_find=lambda name: _usable(key, name),
+        body=call.body,
+        endpoint=call.endpoint,
+    )
+    if admitted is not None:
+        checks.carry_limits(admitted)
+    reservation, replies = await reservations.reserve(
         organization_id=organization_id,
         hold_id=call.request.request_id,
         cost=worst,
-        budgets=snapshots.budgets.for_request(organization_id, call.key.key_id),
+        budgets=snapshots.budgets.for_request(organization_id, key.key_id),
+        extra=checks.admission_calls(),
     )
-    return call.reservation.version
+    checks.take(replies)
+    refusal = checks.refusal() or reservation.refusal
+    if refusal is not None:
+        await reservations.release(
+            organization_id=organization_id,
+            hold_id=call.request.request_id,
+            reservation=reservation,
+            extra=checks.completion_calls(used=None, attempts=[], ttft_ms=None),
+        )
+        raise refusal
+    call.reservation, call.health = reservation, checks.health
+    return reservation.version
 
 
 def plan(call: Call) -> list[DeploymentView]:
@@ -222,7 +249,7 @@ async def _attempts(call: Call, attempt: Callable[[DeploymentView], Awaitable[T]
     backoff and tries it again. At most UPSTREAM_MAX_ATTEMPTS, all inside the
     request's deadline.
     """
-    deployments = plan(call)
+    deployments = _callable(call, plan(call))
     deadline = time.monotonic() + settings.UPSTREAM_DEADLINE_SECONDS
     index, last = 0, None
     while index < len(deployments) and call.attempts < settings.UPSTREAM_MAX_ATTEMPTS:
@@ -247,6 +274,24 @@ async def _attempts(call: Call, attempt: Callable[[DeploymentView], Awaitable[T]
         await asyncio.sleep(delay)
     assert last is not None  # noqa: S101 - plan() is never empty
     raise _failed(call, last)
+
+
+def _callable(call: Call, deployments: list[DeploymentView]) -> list[DeploymentView]:
+    """The plan without deployments whose breaker is open (or being probed by
+    another request): with none left the request fails fast, upstream untouched."""
+    verdicts = call.guards.verdicts if call.guards else {}
+    allowed = [d for d in deployments if verdicts.get(d.id, Verdict.CLOSED).allows]
+    if not allowed:
+        call.status_code, call.error_type = 503, "circuit_open"
+        cooldown = str(min(60, settings.BREAKER_COOLDOWN_SECONDS))
+        raise GatewayError(
+            503,
+            "The model's deployments are failing and are being given time to recover (circuit open). "
+            "Try again shortly.",
+            code="circuit_open",
+            headers={**call.response_headers(), "retry-after": cooldown},
+        )
+    return allowed
 
 
 def _attempt_entry(deployment: DeploymentView, status: int, error: str, started: float) -> dict[str, Any]:
@@ -410,13 +455,20 @@ async def finish(call: Call) -> None:
         api_key_id=record.api_key_id,
         created_at=record.created_at,
     )
-    await reservations.record(
+    used = limits.Demand(input_tokens=record.prompt_tokens, output_tokens=record.completion_tokens)
+    completion = (
+        call.guards.completion_calls(used=used, attempts=call.attempt_log, ttft_ms=call.ttft_ms) if call.guards else []
+    )
+    replies = await reservations.record(
         organization_id=record.organization_id,
         hold_id=record.request_id,
         reservation=call.reservation,
         charged_units=charged_units,
         event=event,
+        extra=completion,
     )
+    if call.guards is not None and replies:
+        call.guards.completed(replies)
 
 
 def _usage_record(call: Call, key: KeyCredentials) -> UsageRecord:

@@ -26,6 +26,7 @@ from billing.journal import UsageJournal
 from billing.selectors import BudgetView, budget_spent, credits_balance
 from oneflow.lib import config_version, money, redis
 from oneflow.lib.db import in_thread
+from oneflow.lib.redis import ScriptCall, run_scripts
 from providers import tokens
 from providers.selectors import ModelView
 from routing.errors import GatewayError
@@ -62,9 +63,10 @@ async def close() -> None:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    units: int | None  # None: nothing to hold (a free model, an embedding at price 0)
+    units: int | None  # None: nothing held (a free model, or a refusal)
     budget_keys: tuple[str, ...]
     version: bytes | None  # the configuration version when the hold was made
+    refusal: GatewayError | None = None  # why the credits or a budget could not cover the request
 
 
 def worst_case_cost(*, body: dict[str, Any], endpoint: str, model: ModelView, organization_id: int) -> Decimal:
@@ -100,24 +102,43 @@ def budget_slots(budgets: Sequence[BudgetView], now: datetime) -> list[BudgetSlo
     return slots
 
 
-async def reserve(*, organization_id: int, hold_id: str, cost: Decimal, budgets: Sequence[BudgetView]) -> Reservation:
-    """Holds ``cost`` (rounded up to units) against the credits and budgets, or refuses with 429."""
+async def reserve(
+    *,
+    organization_id: int,
+    hold_id: str,
+    cost: Decimal,
+    budgets: Sequence[BudgetView],
+    extra: Sequence[ScriptCall] = (),
+) -> tuple[Reservation, list[Any]]:
+    """Holds ``cost`` (rounded up to units) against the credits and budgets,
+    running ``extra`` scripts in the same round trip; returns the reservation
+    (with its refusal when it does not fit) and the extra scripts' replies."""
+    client = redis.loop_client()
     if cost <= 0:
-        version: Any = await redis.loop_client().get(config_version.KEY)
-        return Reservation(None, (), version)
+        version: Any = await client.get(config_version.KEY)
+        return Reservation(None, (), version), await run_scripts(client, extra) if extra else []
     now = datetime.now(UTC)
     slots = budget_slots(budgets, now)
     units = to_units(cost, round_up=True)
     holds = _loop_state().holds
+    replies: list[Any] | None = None
     for _ in range(1 + 1 + len(slots)):  # at most one seeding of each counter
-        result = await holds.hold(
-            organization_id=organization_id, hold_id=hold_id, units=units, budgets=slots, version_key=config_version.KEY
+        result, more = await holds.hold(
+            organization_id=organization_id,
+            hold_id=hold_id,
+            units=units,
+            budgets=slots,
+            version_key=config_version.KEY,
+            extra=extra if replies is None else (),
         )
+        replies = more if replies is None else replies
         if result.granted:
-            return Reservation(units, tuple(slot.key for slot in slots), result.version)
+            return Reservation(units, tuple(slot.key for slot in slots), result.version), replies
         if not await _seed_missing(result, organization_id=organization_id, budgets=budgets, slots=slots, now=now):
-            raise _refusal(result, cost=cost, budgets=budgets, now=now)
-    raise GatewayError(503, "Credits could not be reserved; try again.", code="hold_unavailable")
+            refusal = _refusal(result, cost=cost, budgets=budgets, now=now)
+            return Reservation(None, (), result.version, refusal), replies
+    error = GatewayError(503, "Credits could not be reserved; try again.", code="hold_unavailable")
+    return Reservation(None, (), None, error), replies or []
 
 
 async def _seed_missing(
@@ -170,21 +191,33 @@ def charge_of(reservation: Reservation | None, cost: Decimal | None) -> tuple[De
 
 
 async def record(
-    *, organization_id: int, hold_id: str, reservation: Reservation | None, charged_units: int, event: Event
-) -> None:
-    """Settles the hold to ``charged_units`` (releasing the rest) and appends the usage event, in one script."""
+    *,
+    organization_id: int,
+    hold_id: str,
+    reservation: Reservation | None,
+    charged_units: int,
+    event: Event,
+    extra: Sequence[ScriptCall] = (),
+) -> list[Any]:
+    """Settles the hold to ``charged_units`` (releasing the rest) and appends the
+    usage event, in one script; ``extra`` scripts ride in the same round trip
+    and their replies come back."""
     held = reservation is not None and reservation.units is not None
-    await _loop_state().journal.record(
+    return await _loop_state().journal.record(
         organization_id=organization_id,
         hold_id=hold_id if held else "",
         charged_units=charged_units,
         budget_keys=reservation.budget_keys if reservation is not None else (),
         event=event,
+        extra=extra,
     )
 
 
-async def release(*, organization_id: int, hold_id: str, reservation: Reservation) -> None:
-    """Gives a hold back whole, recording nothing: the request will be admitted again."""
+async def release(
+    *, organization_id: int, hold_id: str, reservation: Reservation, extra: Sequence[ScriptCall] = ()
+) -> None:
+    """Gives a hold back whole, recording nothing (the request is refused, or
+    will be admitted again); ``extra`` scripts ride in the same round trip."""
     if reservation.units is not None:
         await _loop_state().holds.settle(
             organization_id=organization_id,
@@ -192,4 +225,7 @@ async def release(*, organization_id: int, hold_id: str, reservation: Reservatio
             charged_units=0,
             event=Event(payload=b"", organization_id=organization_id, api_key_id=None, created_at=0),
             budget_keys=reservation.budget_keys,
+            extra=extra,
         )
+    elif extra:
+        await run_scripts(redis.loop_client(), extra)

@@ -20,6 +20,7 @@ import pytest
 from django.conf import settings
 
 from accounts import services as accounts_services
+from accounts.models import Organization
 from billing.holds import Holds, to_units
 from billing.models import LedgerEntry, UsageEvent
 from billing.services import credits_grant, credits_reconcile, ledger_reconcile, usage_drain
@@ -30,6 +31,7 @@ from tests.http import Reply, call
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 40
+LOTS = 1_000_000  # requests a minute: these tests are about money, not limits
 
 
 @pytest.fixture
@@ -86,6 +88,7 @@ def test_metrics_and_usage_add_up_across_two_workers(gunicorn: str, tmp_path: Pa
     catalog_seed_demo()
     alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
     acme = accounts_services.organization_create(name="Acme", owner=alice)
+    Organization.objects.filter(pk=acme.pk).update(limit_rpm=LOTS, limit_rph=LOTS)
     key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
     credits_grant(organization=acme, amount=Decimal(1000), idempotency_key="test-credits")
     body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
@@ -121,6 +124,7 @@ def test_200_simultaneous_requests_never_overspend(gunicorn: str) -> None:
     catalog_seed_demo()
     alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
     acme = accounts_services.organization_create(name="Acme", owner=alice)
+    Organization.objects.filter(pk=acme.pk).update(limit_rpm=LOTS, limit_rph=LOTS)
     key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
     # Each request holds ~0.000032 credits (7 prompt + 50 output tokens of
     # gpt-4o-mini) and costs about half that: this covers a few dozen.
@@ -161,6 +165,7 @@ def test_a_redis_flushall_during_traffic_loses_no_usage_and_no_charge(gunicorn: 
     catalog_seed_demo()
     alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
     acme = accounts_services.organization_create(name="Acme", owner=alice)
+    Organization.objects.filter(pk=acme.pk).update(limit_rpm=LOTS, limit_rph=LOTS)
     key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
     granted = Decimal(1000)
     credits_grant(organization=acme, amount=granted, idempotency_key="grant")
@@ -191,3 +196,30 @@ def test_a_redis_flushall_during_traffic_loses_no_usage_and_no_charge(gunicorn: 
     credits_reconcile()
     free = Holds(redis.sync_client()).free_units(organization_id=acme.pk)
     assert free == to_units(balance, round_up=False), "Redis agrees with the ledger again"
+
+
+def test_limits_hold_across_two_workers(gunicorn: str) -> None:
+    """N + 5 simultaneous requests against a limit of N, spread over both
+    workers by the kernel: exactly N get through."""
+    catalog_seed_demo()
+    alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
+    acme = accounts_services.organization_create(name="Acme", owner=alice)
+    limit = 30
+    Organization.objects.filter(pk=acme.pk).update(limit_rpm=limit)
+    key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
+    credits_grant(organization=acme, amount=Decimal(1000), idempotency_key="grant")
+    body = b'{"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello"}]}'
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    barrier = threading.Barrier(limit + 5)
+
+    def send(_: int) -> Reply:
+        barrier.wait()
+        return call(gunicorn, "POST", "/v1/chat/completions", body=body, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=limit + 5) as pool:
+        replies = list(pool.map(send, range(limit + 5)))
+
+    assert sorted(r.status for r in replies) == [200] * limit + [429] * 5
+    refused = [r for r in replies if r.status == 429]
+    assert {r.json()["error"]["code"] for r in refused} == {"rate_limit_exceeded"}
+    assert all(1 <= int(r.headers["retry-after"]) <= 60 for r in refused)

@@ -1,0 +1,91 @@
+"""Rate limits and circuit breakers through the live gateway."""
+
+from __future__ import annotations
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import openai
+import pytest
+from pytest_django.fixtures import Settings
+
+from accounts.models import Organization
+from providers.models import Deployment, Provider
+from tests.fakes import Behave, FakeUpstream
+from tests.http import call
+from tests.routing.conftest import Gateway
+from tests.routing.test_adapters import route
+
+MESSAGES: Any = [{"role": "user", "content": "Hello"}]
+
+
+def sdk(gateway: Gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url, api_key=gateway.key.raw, max_retries=0)
+
+
+def status_of(gateway: Gateway, model: str = "smart") -> int:
+    try:
+        sdk(gateway).chat.completions.create(model=model, messages=MESSAGES, max_tokens=20)
+    except openai.APIStatusError as error:
+        return error.status_code
+    return 200
+
+
+def breaker_gauge(gateway: Gateway, deployment_id: int) -> float | None:
+    text = call(gateway.server.url, "GET", "/metrics", headers={"Host": "localhost"}).body.decode()
+    found = re.search(rf'^oneflow_breaker_state\{{deployment="{deployment_id}"\}} (\S+)$', text, flags=re.M)
+    return float(found.group(1)) if found else None
+
+
+def test_limits_admit_exactly_the_limit_and_say_so_in_headers(gateway: Gateway) -> None:
+    Organization.objects.filter(pk=gateway.key.key.organization_id).update(limit_rpm=10)
+    with ThreadPoolExecutor(max_workers=15) as pool:
+        statuses = list(pool.map(lambda _: status_of(gateway, "gpt-4o-mini"), range(15)))
+    assert sorted(statuses) == [200] * 10 + [429] * 5
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        sdk(gateway).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    error: Any = refused.value
+    headers = error.response.headers
+    assert error.code == "rate_limit_exceeded"
+    assert 1 <= int(headers["retry-after"]) <= 60
+    assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("10", "0")
+    assert headers["ratelimit-policy"].startswith('"org-rpm";q=10;w=60')
+
+
+def test_streams_carry_the_rate_limit_headers(gateway: Gateway) -> None:
+    raw = sdk(gateway).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    assert raw.headers["x-ratelimit-limit-requests"] == "60", "the default: 60 requests a minute"
+    assert raw.headers["x-ratelimit-remaining-requests"] == "59"
+    assert "ratelimit" in raw.headers
+    list(raw.parse())
+
+
+def test_the_breaker_opens_lets_one_probe_through_and_closes(
+    gateway: Gateway, upstream: FakeUpstream, settings: Settings
+) -> None:
+    settings.UPSTREAM_MAX_ATTEMPTS = 1
+    settings.BREAKER_COOLDOWN_SECONDS = 1
+    route(upstream, Provider.Kind.OPENAI)
+    deployment = Deployment.objects.get(public_model__name="smart")
+    upstream.script(*[Behave(status=500)] * 5)
+
+    assert [status_of(gateway) for _ in range(5)] == [502] * 5
+    assert breaker_gauge(gateway, deployment.pk) == 2, "open"
+    assert status_of(gateway) == 503, "fails fast while open"
+    assert len(upstream.requests) == 5, "without calling upstream"
+
+    time.sleep(1.1)  # the cool-down passes: the next caller is the one probe
+    upstream.script(Behave(delay=0.5))
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(lambda _: status_of(gateway), range(20)))
+    assert sorted(statuses) == [200] + [503] * 19
+    assert len(upstream.requests) == 6, "exactly one probe reached upstream"
+
+    assert breaker_gauge(gateway, deployment.pk) == 0, "closed by the probe's success"
+    assert status_of(gateway) == 200
+    [*_, last] = gateway.events()
+    assert last.status_code == 200
+    assert Deployment.objects.get(pk=deployment.pk).enabled, "a breaker never touches the manual switch"
