@@ -20,7 +20,7 @@ from accounts.selectors import KeyCredentials
 from oneflow.lib import redis
 from oneflow.lib.redis import ScriptCall
 from providers import tokens
-from providers.selectors import ModelView
+from providers.selectors import DeploymentView, ModelView
 from routing import breakers, limits, strategies
 from routing.breakers import AsyncBreakers, Outcome, Verdict
 from routing.errors import GatewayError
@@ -71,6 +71,8 @@ class Guards:
     demand: Demand
     deployment_ids: list[int]
     wants_health: bool
+    quota_deployments: list[DeploymentView] = field(default_factory=list)
+    headroom: dict[int, bool] = field(default_factory=dict)  # provider quotas: False = would hit a 429
     decision: Decision | None = None
     verdicts: dict[int, Verdict] = field(default_factory=dict)
     health: dict[int, strategies.Health] = field(default_factory=dict)
@@ -90,12 +92,15 @@ class Guards:
         body: dict[str, Any],
         endpoint: str,
     ) -> Guards:
-        ids = [d.id for d in model.deployments]
+        candidates = list(model.deployments)
         for name in model.fallback_models:
             fallback = catalog_find(name)
-            ids += [d.id for d in fallback.deployments] if fallback else []
+            candidates += fallback.deployments if fallback else ()
+        ids = list(dict.fromkeys(d.id for d in candidates))
         wants_health = model.strategy == "fastest" or bool(model.max_latency_ms) or "provider" in body
-        return cls(request_id, limits.rules_for(key), demand_of(body, endpoint), list(dict.fromkeys(ids)), wants_health)
+        guards = cls(request_id, limits.rules_for(key), demand_of(body, endpoint), ids, wants_health)
+        guards.quota_deployments = [d for d in candidates if d.rpm_quota is not None or d.tpm_quota is not None]
+        return guards
 
     def admission_calls(self) -> list[ScriptCall]:
         scripts = _loop_scripts()
@@ -110,6 +115,10 @@ class Guards:
             if self.wants_health:
                 keys, args = breakers.health_call(self.deployment_ids, policy, None)
                 calls.append((scripts.breakers.health_script, keys, args))
+        if self.quota_deployments:
+            rules = limits.all_quota_rules(self.quota_deployments)
+            keys, args = limits.admit_call(rules, self.demand, request_id="", mode="peek")
+            calls.append((scripts.limits.admit_script, keys, args))
         return calls
 
     def take(self, replies: list[Any]) -> None:
@@ -122,6 +131,9 @@ class Guards:
             self.verdicts, moved = breakers.check_result(replies.pop(0), self.deployment_ids)
             breakers.observe(moved)
             measured = breakers.health_result(replies.pop(0), self.deployment_ids) if self.wants_health else {}
+            if self.quota_deployments:
+                peeked = limits.admit_result(replies.pop(-1), limits.all_quota_rules(self.quota_deployments))
+                self.headroom = limits.headroom_of(peeked, self.quota_deployments)
             for deployment_id, verdict in self.verdicts.items():
                 known = measured.get(deployment_id)
                 self.health[deployment_id] = strategies.Health(
@@ -178,6 +190,12 @@ class Guards:
                 ttft_ms=ttft_ms if outcome is Outcome.SUCCESS else None,
             )
             calls.append((scripts.breakers.record_script, keys, args))
+        for deployment in self._quota_used(attempts):
+            # Counted after the fact: provider quotas steer traffic, the provider enforces them.
+            keys, args = limits.admit_call(
+                limits.quota_rules(deployment), used or Demand(), request_id="", mode="force"
+            )
+            calls.append((scripts.limits.admit_script, keys, args))
         return calls
 
     def completed(self, replies: list[Any]) -> None:
@@ -188,6 +206,14 @@ class Guards:
             for reply, (deployment_id, _, _) in zip(records, self._recorded, strict=False)
         ]
         breakers.observe(transitions)
+
+    def prefer_headroom(self, deployments: list[DeploymentView]) -> list[DeploymentView]:
+        """The plan with deployments whose provider quota is used up moved last."""
+        return sorted(deployments, key=lambda d: not self.headroom.get(d.id, True))
+
+    def _quota_used(self, attempts: list[dict[str, Any]]) -> list[DeploymentView]:
+        tried = {attempt["deployment_id"] for attempt in attempts}
+        return [d for d in self.quota_deployments if d.id in tried]
 
     def _outcomes(self, attempts: list[dict[str, Any]]) -> list[tuple[int, Outcome, float | None]]:
         outcomes: list[tuple[int, Outcome, float | None]] = []

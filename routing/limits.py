@@ -340,12 +340,12 @@ def _unlimited() -> Decision:
     return Decision(admitted=True, states=(), now=time.time())
 
 
-def _headroom(decision: Decision, deployments: Sequence[DeploymentView]) -> dict[int, bool]:
+def headroom_of(decision: Decision, deployments: Sequence[DeploymentView]) -> dict[int, bool]:
     full = {state.rule.key for state in decision.states if not state.fits}
     return {d.id: not any(rule.key in full for rule in quota_rules(d)) for d in deployments}
 
 
-def _all_quota_rules(deployments: Iterable[DeploymentView]) -> list[Rule]:
+def all_quota_rules(deployments: Iterable[DeploymentView]) -> list[Rule]:
     return [rule for deployment in deployments for rule in quota_rules(deployment)]
 
 
@@ -373,11 +373,11 @@ class Limits:
         self, deployments: Sequence[DeploymentView], demand: Demand, *, now: float | None = None
     ) -> dict[int, bool]:
         """Per deployment id: whether its provider quotas can take this request now."""
-        rules = _all_quota_rules(deployments)
+        rules = all_quota_rules(deployments)
         if not rules:
             return {d.id: True for d in deployments}
         keys, args = admit_call(rules, demand, request_id="", mode="peek", now=now)
-        return _headroom(admit_result(self.admit_script(keys=keys, args=args), rules), deployments)
+        return headroom_of(admit_result(self.admit_script(keys=keys, args=args), rules), deployments)
 
     def count(
         self, deployment: DeploymentView, demand: Demand, *, request_id: str, now: float | None = None
@@ -414,11 +414,11 @@ class AsyncLimits:
     async def headroom(
         self, deployments: Sequence[DeploymentView], demand: Demand, *, now: float | None = None
     ) -> dict[int, bool]:
-        rules = _all_quota_rules(deployments)
+        rules = all_quota_rules(deployments)
         if not rules:
             return {d.id: True for d in deployments}
         keys, args = admit_call(rules, demand, request_id="", mode="peek", now=now)
-        return _headroom(admit_result(await self.admit_script(keys=keys, args=args), rules), deployments)
+        return headroom_of(admit_result(await self.admit_script(keys=keys, args=args), rules), deployments)
 
     async def count(
         self, deployment: DeploymentView, demand: Demand, *, request_id: str, now: float | None = None

@@ -201,7 +201,8 @@ def plan(call: Call) -> list[DeploymentView]:
         max_attempts=settings.UPSTREAM_MAX_ATTEMPTS,
     )
     call.route = chosen.route
-    return list(chosen.deployments)
+    deployments = list(chosen.deployments)
+    return call.guards.prefer_headroom(deployments) if call.guards else deployments
 
 
 def _usable(key: KeyCredentials, name: str) -> ModelView | None:
@@ -468,7 +469,11 @@ async def finish(call: Call) -> None:
         extra=completion,
     )
     if call.guards is not None and replies:
-        call.guards.completed(replies)
+        try:
+            call.guards.completed(replies)
+        except Exception:
+            # The answer is served and recorded; only the metrics missed a breaker change.
+            logger.exception("breaker outcomes could not be read")
 
 
 def _usage_record(call: Call, key: KeyCredentials) -> UsageRecord:

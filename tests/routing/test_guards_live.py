@@ -89,3 +89,21 @@ def test_the_breaker_opens_lets_one_probe_through_and_closes(
     [*_, last] = gateway.events()
     assert last.status_code == 200
     assert Deployment.objects.get(pk=deployment.pk).enabled, "a breaker never touches the manual switch"
+
+
+def test_a_deployment_out_of_provider_quota_goes_last(gateway: Gateway, upstream: FakeUpstream) -> None:
+    route(upstream, Provider.Kind.OPENAI)  # "smart" on fake-openai, priority 1
+    Deployment.objects.filter(public_model__name="smart").update(rpm_quota=2)
+    Deployment.objects.create(
+        public_model=Deployment.objects.get(public_model__name="smart").public_model,
+        provider=Provider.objects.get(name="Simulator"),
+        upstream_model="sim",
+        priority=2,
+    )
+
+    def provider() -> str:
+        raw = sdk(gateway).chat.completions.with_raw_response.create(model="smart", messages=MESSAGES, max_tokens=20)
+        return str(raw.headers["x-oneflow-provider"])
+
+    assert [provider() for _ in range(3)] == ["fake-openai", "fake-openai", "Simulator"]
+    assert len(upstream.requests) == 2, "the provider's 429 never had to happen"
