@@ -49,8 +49,8 @@ class UsageRecord:
     client_disconnected: bool
     created_at: float  # unix seconds, when the request arrived
     provider_cost_usd: str = "0"  # Decimal as text: JSON has no exact decimals
-    charged: str = "0"
-    attempt_log: list[dict[str, Any]] = field(default_factory=list)  # credits the ledger takes for this request (never more than its hold)
+    charged: str = "0"  # credits the ledger takes for this request (never more than its hold)
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)  # deployment, provider, status, error, ms
 
 
 def encode(record: UsageRecord) -> bytes:
