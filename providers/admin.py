@@ -61,18 +61,42 @@ class CredentialForm(forms.ModelForm):
         fields = ("provider", "name", "secret", "reference", "status", "status_reason")
 
 
+class FlaggedFilter(admin.SimpleListFilter):
+    title = "flagged"
+    parameter_name = "flagged"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Yes (refused by its provider)"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Credential]) -> QuerySet[Credential]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(flagged_at__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(Credential)
 class CredentialAdmin(ConfigAdmin):
     form = CredentialForm
-    list_display = ("name", "provider", "status", "stored", "reference", "created_at")
-    list_filter = ("status", "provider__kind")
+    list_display = ("name", "provider", "status", "flagged", "flag_reason", "stored", "reference", "created_at")
+    list_filter = (FlaggedFilter, "status", "provider__kind")
     search_fields = ("name", "provider__name")
     list_select_related = ("provider",)
     autocomplete_fields = ("provider",)
+    readonly_fields = ("flagged_at", "flag_reason")
+    actions = ("clear_flag",)
 
     @admin.display(boolean=True, description="secret stored")
     def stored(self, credential: Credential) -> bool:
         return bool(credential.sealed_secret)
+
+    @admin.display(boolean=True, description="flagged", ordering="flagged_at")
+    def flagged(self, credential: Credential) -> bool:
+        return credential.flagged_at is not None
+
+    @admin.action(description="Clear flag (the credential was fixed)")
+    def clear_flag(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
+        cleared = sum(services.credential_unflag(credential_id=pk) for pk in queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Cleared the flag of {cleared} credential(s).", level=messages.SUCCESS)
 
     def save_model(self, request: HttpRequest, obj: Credential, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)

@@ -66,6 +66,19 @@ class Credential(models.Model):
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     status_reason = models.CharField(max_length=300, blank=True)
+    # Set by providers.services.credential_flag when the provider refuses the
+    # credential (HTTP 401/403), from a health probe or live traffic. Advisory:
+    # routing keeps using it (the breaker already keeps traffic off a refusing
+    # deployment), so one spurious refusal cannot take it out of service for good.
+    flagged_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the provider first refused this credential (HTTP 401/403), seen by a health probe or "
+        "live traffic. Never cleared automatically, not even when probes succeed again: once the credential is "
+        'fixed, clear it with the "Clear flag" action.',
+    )
+    flag_reason = models.CharField(max_length=100, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -54,6 +54,7 @@ class DeploymentView:
     tpm_quota: int | None
     quality_score: int = 50
     model_name: str = ""  # the public model it serves: a fallback's deployment serves another
+    credential_id: int | None = None  # to flag it when the provider refuses it; None for the simulator
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,7 @@ def deployment_view(deployment: Deployment) -> DeploymentView | None:
         tpm_quota=deployment.tpm_quota,
         quality_score=deployment.quality_score,
         model_name=deployment.public_model.name,
+        credential_id=deployment.credential_id,
     )
 
 

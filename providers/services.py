@@ -3,6 +3,7 @@ gateways pick it up on their next request."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from decimal import Decimal
@@ -10,6 +11,7 @@ from decimal import Decimal
 from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from oneflow.lib import config_version, http
 from oneflow.lib.crypto import seal
@@ -17,6 +19,8 @@ from oneflow.lib.errors import InvalidInput
 from providers.adapters import UpstreamError, adapter_for
 from providers.models import Credential, Deployment, Provider, PublicModel
 from providers.selectors import deployment_view
+
+logger = logging.getLogger(__name__)
 
 
 def provider_config_changed() -> None:
@@ -35,6 +39,32 @@ def credential_set_secret(*, credential: Credential, secret: str) -> Credential:
     credential.save(update_fields=["sealed_secret", "reference", "status", "status_reason"])
     provider_config_changed()
     return credential
+
+
+def credential_flag(*, credential_id: int, reason: str) -> bool:
+    """Marks a credential its provider refused, for an operator to look at; returns
+    whether this call flagged it (False: already flagged, or gone).
+
+    Idempotent: a flagged credential keeps the time and reason of its first
+    refusal until ``credential_unflag``. ``reason`` is a short note of our own
+    ("refused by provider: 401"), never a secret or an upstream body. Routing
+    is unaffected (no configuration change): the flag is for people.
+    """
+    # One conditional UPDATE: atomic on its own, and concurrent refusals
+    # (many requests, a probe) flag it once.
+    flagged = Credential.objects.filter(pk=credential_id, flagged_at__isnull=True).update(
+        flagged_at=timezone.now(), flag_reason=reason[:100]
+    )
+    if flagged:
+        logger.warning("credential refused by its provider", extra={"credential_id": credential_id, "reason": reason})
+    return bool(flagged)
+
+
+def credential_unflag(*, credential_id: int) -> bool:
+    """Clears the flag (an operator fixed the credential); returns whether it was flagged."""
+    return bool(
+        Credential.objects.filter(pk=credential_id, flagged_at__isnull=False).update(flagged_at=None, flag_reason="")
+    )
 
 
 def deployments_set_enabled(*, deployments: QuerySet[Deployment], enabled: bool) -> int:

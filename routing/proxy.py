@@ -27,9 +27,11 @@ from billing.holds import Event
 from billing.pricing import Terms, Tokens, cost_usd
 from billing.usage import UsageRecord, encode
 from oneflow.lib import redis
+from oneflow.lib.db import in_thread
 from providers import tokens
 from providers.adapters import ErrorKind, UpstreamError, adapter_for, connection_error
 from providers.selectors import DeploymentView, ModelView
+from providers.services import credential_flag
 from routing import guards, limits, metrics, protocol, reservations, strategies
 from routing.breakers import Verdict
 from routing.errors import GatewayError, model_not_found
@@ -39,6 +41,10 @@ from routing.snapshots import snapshots
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Credential flags being written off the request path; held here because the
+# event loop keeps only weak references to its tasks.
+_flagging: set[asyncio.Task[bool]] = set()
 
 
 @dataclass
@@ -310,6 +316,15 @@ def _attempt_failed(call: Call, error: UpstreamError, started: float) -> None:
     assert call.deployment is not None  # noqa: S101 - set by the attempt loop
     metrics.upstream_failed(call, error)
     call.attempt_log.append(_attempt_entry(call.deployment, error.status, error.kind.value, started))
+    credential_id = call.deployment.credential_id
+    if error.kind is ErrorKind.DEPLOYMENT and error.upstream_status in (401, 403) and credential_id is not None:
+        # Flagged for the operators in a worker thread: the failover must not wait on the database.
+        reason = f"refused by provider: {error.upstream_status}"
+        task = asyncio.get_running_loop().create_task(
+            in_thread(lambda: credential_flag(credential_id=credential_id, reason=reason))
+        )
+        _flagging.add(task)
+        task.add_done_callback(_flagging.discard)
     if error.kind is ErrorKind.REQUEST:
         raise _failed(call, error) from None
 
