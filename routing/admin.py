@@ -1,16 +1,23 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
 
+from oneflow.lib import money
 from providers.admin import ConfigAdmin
-from routing import breakers
+from routing import breakers, selectors
 from routing.breakers import Health, State
-from routing.models import DeploymentHealth, ModelAccess
+from routing.models import DeploymentHealth, ModelAccess, RouteResults
 
 
 @admin.register(ModelAccess)
@@ -106,3 +113,89 @@ class DeploymentHealthAdmin(admin.ModelAdmin):
 
 def _milliseconds(value: float | None) -> str:
     return _NONE if value is None else f"{value:.0f} ms"
+
+
+@admin.register(RouteResults)
+class RouteResultsAdmin(admin.ModelAdmin):
+    """A/B results: for one model, each deployment's requests, failures, latency and
+    cost over the last hour, day or week, next to the share its weight asks for.
+
+    The list is every public model; a model's page is its results (read-only: the
+    model itself is edited under Providers).
+    """
+
+    list_display = ("name", "strategy", "kind", "is_public")
+    list_filter = ("strategy", "kind")
+    search_fields = ("name",)
+    ordering = ("name",)
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET", "HEAD"])  # the page only reads
+        model = self.get_object(request, unquote(object_id))
+        if model is None:
+            raise Http404("No such public model.")
+        if not self.has_view_permission(request, model):
+            raise PermissionDenied
+        window = request.GET.get("window", "")
+        report = selectors.route_report(
+            model=model, window=window if window in selectors.WINDOWS else selectors.DEFAULT_WINDOW, now=timezone.now()
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": model,
+            "title": f"A/B results of {model.name}",
+            "report": report,
+            "strategy": model.get_strategy_display(),
+            "windows": list(selectors.WINDOWS),
+            "rows": [_arm_row(arm) for arm in report.arms],
+            "sample_per_arm": f"{selectors.SAMPLE_PER_ARM:,}",
+        }
+        return TemplateResponse(request, "admin/routing/routeresults/results.html", context)
+
+
+def _arm_row(arm: selectors.Arm) -> dict[str, Any]:
+    """One arm as the page shows it: percentages to 0.1, milliseconds whole, money half-up to 2 places."""
+    deployment = arm.deployment
+    return {
+        "id": arm.deployment_id,
+        "label": f"{deployment.provider.name}: {deployment.upstream_model}" if deployment else "deleted deployment",
+        "url": reverse("admin:providers_deployment_change", args=[arm.deployment_id]) if deployment else "",
+        "serves": "" if arm.own or deployment is None else deployment.public_model.name,
+        "enabled": deployment is not None and deployment.enabled and deployment.provider.enabled,
+        "priority": deployment.priority if deployment else _NONE,
+        "weight": deployment.weight if deployment else _NONE,
+        "weight_share": _percent(arm.weight_share),
+        "traffic_share": _percent(arm.traffic_share),
+        "requests": arm.requests,
+        "errors": arm.errors,
+        "error_rate": _percent(arm.error_rate),
+        "p50": _milliseconds(arm.latency.p50),
+        "p95": _milliseconds(arm.latency.p95),
+        "p99": _milliseconds(arm.latency.p99),
+        "ttft_p50": _milliseconds(arm.latency.ttft_p50),
+        "cost": _money(arm.cost_per_request),
+        "provider_cost": _money(arm.provider_cost_per_request),
+        "margin": _money(arm.margin_per_request),
+    }
+
+
+def _percent(value: float | None) -> str:
+    return _NONE if value is None else f"{value:.1%}"
+
+
+def _money(value: Decimal | None) -> str:
+    return _NONE if value is None else money.display_text(value)

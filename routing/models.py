@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 from django.db import models
 from django.utils import timezone
 
-from providers.models import Deployment
+from providers.models import Deployment, PublicModel
 
 if TYPE_CHECKING:
     from routing.breakers import Health
@@ -39,3 +39,13 @@ class DeploymentHealth(Deployment):
         proxy = True
         verbose_name = "deployment health"
         verbose_name_plural = "deployment health"
+
+
+class RouteResults(PublicModel):
+    """Public models as A/B arms: each deployment's traffic, errors, latency and cost
+    over a recent window, read from usage events (routing.admin, routing.selectors)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "route results"
+        verbose_name_plural = "route results"
