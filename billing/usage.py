@@ -14,7 +14,7 @@ its events to be claimed again.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from oneflow.lib import json
@@ -53,8 +53,12 @@ class UsageRecord:
     attempt_log: list[dict[str, Any]] = field(default_factory=list)  # deployment, provider, status, error, ms
 
 
+_FIELDS = tuple(f.name for f in fields(UsageRecord))
+
+
 def encode(record: UsageRecord) -> bytes:
-    return json.dumps(asdict(record))
+    # Not dataclasses.asdict: it deep-copies every value, a measurable cost per request.
+    return json.dumps({name: getattr(record, name) for name in _FIELDS})
 
 
 def decode(fields: dict[Any, Any]) -> dict[str, Any]:

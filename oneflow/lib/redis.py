@@ -9,8 +9,10 @@ shapes and no code path forks on which one is in use.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -72,31 +74,67 @@ ScriptCall = tuple[Any, Sequence[Any], Sequence[Any]]  # (registered script, key
 
 
 async def run_scripts(client: redis.asyncio.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
-    """Runs several Lua scripts in one round trip (each atomic on its own) and
-    returns their replies in order; raises the first error among them.
+    """Runs several Lua scripts as one (a single EVALSHA: one round trip, all
+    atomic together) and returns their replies in order.
 
-    redis-py's pipelines check ``SCRIPT EXISTS`` before every execute, a
-    second round trip; this sends EVALSHA alone, and only when the server does
-    not know a script (a restart, a flush of its scripts) loads it and runs
-    that one again (the others already ran: they must not run twice).
+    Measured cheaper than a pipeline of EVALSHAs, which costs redis-py a
+    pipeline object, per-command packing and parsing on every request. The
+    composite of each combination of scripts is built once and loaded when
+    the server does not know it (it ran nothing then, so running it again is
+    safe).
     """
-    replies = await _evalsha_all(client, calls)
-    for index, reply in enumerate(replies):
-        if isinstance(reply, redis.exceptions.NoScriptError):
-            script, keys, args = calls[index]
-            script.sha = await client.script_load(script.script)
-            replies[index] = await client.evalsha(script.sha, len(keys), *keys, *args)
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
+    sources = tuple(dict.fromkeys(script.script for script, _, _ in calls))
+    composite = _composite(sources)
+    keys: list[Any] = []
+    header: list[Any] = [len(calls)]
+    values: list[Any] = []
+    for script, call_keys, call_args in calls:
+        header += [sources.index(script.script) + 1, len(call_keys), len(call_args)]
+        keys += call_keys
+        values += call_args
+    try:
+        replies = await client.evalsha(composite.sha, len(keys), *keys, *header, *values)
+    except redis.exceptions.NoScriptError:
+        await client.script_load(composite.source)
+        replies = await client.evalsha(composite.sha, len(keys), *keys, *header, *values)
+    return list(replies)
 
 
-async def _evalsha_all(client: redis.asyncio.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
-    async with client.pipeline(transaction=False) as pipe:
-        for script, keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        return list(await pipe.execute(raise_on_error=False))
+@dataclass(frozen=True)
+class _Composite:
+    source: str
+    sha: str
+
+
+@cache
+def _composite(sources: tuple[str, ...]) -> _Composite:
+    """One script calling each source as a function of its own KEYS and ARGV.
+
+    ARGV: the number of calls; per call, its function (1-based), key count and
+    argument count; then every call's arguments in order (KEYS likewise).
+    """
+    functions = "\n".join(f"local function f{i}(KEYS, ARGV)\n{source}\nend" for i, source in enumerate(sources, 1))
+    listed = ", ".join(f"f{i}" for i in range(1, len(sources) + 1))
+    source = (
+        functions
+        + f"\nlocal fns = {{{listed}}}\n"
+        + """
+local calls = tonumber(ARGV[1])
+local out, k, a = {}, 0, 1 + 3 * calls
+for c = 1, calls do
+  local fn, nk, na = tonumber(ARGV[3 * c - 1]), tonumber(ARGV[3 * c]), tonumber(ARGV[3 * c + 1])
+  local keys, args = {}, {}
+  for i = 1, nk do keys[i] = KEYS[k + i] end
+  for i = 1, na do args[i] = ARGV[a + i] end
+  k, a = k + nk, a + na
+  local reply = fns[fn](keys, args)
+  if reply == nil then reply = false end
+  out[c] = reply
+end
+return out
+"""
+    )
+    return _Composite(source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324 - Redis names scripts by SHA-1
 
 
 class EmbeddedConnectionPool(redis.ConnectionPool):
