@@ -69,6 +69,11 @@ class User(AbstractBaseUser, PermissionsMixin):
 _AT_LEAST_ONE = [MinValueValidator(1)]
 
 
+def _limit(help_text: str) -> models.PositiveIntegerField[int | None, int | None]:
+    """An optional limit: empty inherits (or means none); zero would refuse everything."""
+    return models.PositiveIntegerField(null=True, blank=True, validators=_AT_LEAST_ONE, help_text=help_text)
+
+
 def validate_timezone(value: str) -> None:
     try:
         zoneinfo.ZoneInfo(value)
@@ -97,15 +102,9 @@ class Plan(models.Model):
         validators=_AT_LEAST_ONE,
         help_text="Requests per hour; empty means the platform default.",
     )
-    input_tpm = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Input tokens per minute; empty means no limit."
-    )
-    output_tpm = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Output tokens per minute; empty means no limit."
-    )
-    concurrency = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests in flight; empty means no limit."
-    )
+    input_tpm = _limit("Input tokens per minute; empty means no limit.")
+    output_tpm = _limit("Output tokens per minute; empty means no limit.")
+    concurrency = _limit("Requests in flight; empty means no limit.")
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -120,21 +119,11 @@ class Organization(models.Model):
     # Deleting a plan must not silently move its organizations to the defaults.
     plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="organizations")
     # Organization-wide limits, shared by all its keys; empty means the plan's.
-    limit_rpm = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests per minute."
-    )
-    limit_rph = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests per hour."
-    )
-    limit_input_tpm = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Input tokens per minute."
-    )
-    limit_output_tpm = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Output tokens per minute."
-    )
-    limit_concurrency = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests in flight."
-    )
+    limit_rpm = _limit("Requests per minute.")
+    limit_rph = _limit("Requests per hour.")
+    limit_input_tpm = _limit("Input tokens per minute.")
+    limit_output_tpm = _limit("Output tokens per minute.")
+    limit_concurrency = _limit("Requests in flight.")
     api_key_grace_period = models.DurationField(
         null=True,
         blank=True,
@@ -197,21 +186,11 @@ class ApiKey(models.Model):
     allowed_models = models.JSONField(default=list, blank=True)
     # Per-key limits, counted for the key alone and checked besides the
     # organization's (so a key can only narrow them); empty means none.
-    limit_rpm = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests per minute."
-    )
-    limit_rph = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests per hour."
-    )
-    limit_input_tpm = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Input tokens per minute."
-    )
-    limit_output_tpm = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Output tokens per minute."
-    )
-    limit_concurrency = models.PositiveIntegerField(
-        null=True, blank=True, validators=_AT_LEAST_ONE, help_text="Requests in flight."
-    )
+    limit_rpm = _limit("Requests per minute.")
+    limit_rph = _limit("Requests per hour.")
+    limit_input_tpm = _limit("Input tokens per minute.")
+    limit_output_tpm = _limit("Output tokens per minute.")
+    limit_concurrency = _limit("Requests in flight.")
     grace_period = models.DurationField(
         null=True,
         blank=True,

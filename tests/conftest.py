@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from django.conf import settings
 from django.core.cache import cache
-from django.test import override_settings
+from django.test import Client, override_settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -37,6 +37,17 @@ def _fresh_cache() -> Iterator[None]:
     """Rate-limit counters live in the cache; each test starts with none."""
     cache.clear()
     yield
+
+
+@pytest.fixture
+def operator(db: None) -> User:
+    return User.objects.create_superuser("ops@oneflow.local", "operator password 123")
+
+
+@pytest.fixture
+def as_operator(client: Client, operator: User) -> Client:
+    client.force_login(operator)
+    return client
 
 
 @pytest.fixture

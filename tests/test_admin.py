@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from django.contrib import admin
 from django.db.models import Model
 from django.test import Client
@@ -11,17 +10,6 @@ from django.urls import reverse
 from accounts import selectors, services
 from accounts.models import ApiKey, ApiKeySecret, Organization, User
 from providers.services import catalog_seed_demo
-
-
-@pytest.fixture
-def operator(db: None) -> User:
-    return User.objects.create_superuser("ops@oneflow.local", "operator password 123")
-
-
-@pytest.fixture
-def as_operator(client: Client, operator: User) -> Client:
-    client.force_login(operator)
-    return client
 
 
 def registered_models() -> list[type[Model]]:

@@ -37,17 +37,6 @@ PRICES_JSON = Path(__file__).resolve().parents[2] / "billing" / "data" / "prices
 IMPORT_URL = "admin:billing_price_import"
 
 
-@pytest.fixture
-def operator(db: None) -> User:
-    return User.objects.create_superuser("ops@oneflow.local", "operator password 123")
-
-
-@pytest.fixture
-def as_operator(client: Client, operator: User) -> Client:
-    client.force_login(operator)
-    return client
-
-
 def staff_with(*codenames: str) -> User:
     """A staff member who holds only the named billing permissions."""
     user = User.objects.create_user("staff@oneflow.local", "staff password 123", is_staff=True)

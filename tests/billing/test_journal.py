@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -18,35 +19,15 @@ from billing.journal import UsageJournal
 from billing.models import LedgerEntry, UsageEvent
 from billing.services import credits_grant, credits_reconcile, usage_drain
 from oneflow.lib import redis as oneflow_redis
+from tests.billing.test_usage_drain import record as usage_record
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 
 
 def event(organization: Organization, request_id: str) -> Event:
-    record = usage.UsageRecord(
-        request_id=request_id,
-        organization_id=organization.pk,
-        api_key_id=None,
-        endpoint="chat",
-        public_model="gpt-4o-mini",
-        deployment_id=None,
-        provider="Simulator",
-        stream=False,
-        status_code=200,
-        error_type="",
-        prompt_tokens=10,
-        cached_tokens=0,
-        completion_tokens=5,
-        usage_source="reported",
-        latency_ms=3,
-        ttft_ms=None,
-        attempts=1,
-        client_disconnected=False,
-        created_at=time.time(),
-        charged="0.000002",
-    )
-    return Event(usage.encode(record), organization.pk, None, record.created_at)
+    charged = replace(usage_record(organization, request_id), charged="0.000002")
+    return Event(usage.encode(charged), organization.pk, None, charged.created_at)
 
 
 def run(scenario: Callable[[redis.asyncio.Redis], Awaitable[None]]) -> None:

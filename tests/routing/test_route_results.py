@@ -26,17 +26,6 @@ ON_POSTGRESQL = connection.vendor == "postgresql"
 _request_ids = itertools.count()
 
 
-@pytest.fixture
-def operator(db: None) -> User:
-    return User.objects.create_superuser("ops@oneflow.local", "operator password 123")
-
-
-@pytest.fixture
-def as_operator(client: Client, operator: User) -> Client:
-    client.force_login(operator)
-    return client
-
-
 @pytest.fixture(autouse=True)
 def _ten_credits_per_usd(settings: Any) -> None:
     settings.CREDITS_PER_USD = Decimal(10)
