@@ -205,7 +205,9 @@ def test_limits_hold_across_two_workers(gunicorn: str) -> None:
     alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
     acme = accounts_services.organization_create(name="Acme", owner=alice)
     limit = 30
-    Organization.objects.filter(pk=acme.pk).update(limit_rpm=limit)
+    # Per hour: the quota comes back one request every 2 minutes, far longer than
+    # the burst takes even on a loaded machine (per minute it would be every 2 s).
+    Organization.objects.filter(pk=acme.pk).update(limit_rph=limit)
     key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
     credits_grant(organization=acme, amount=Decimal(1000), idempotency_key="grant")
     body = b'{"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello"}]}'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -40,7 +41,8 @@ def breaker_gauge(gateway: Gateway, deployment_id: int) -> float | None:
 
 
 def test_limits_admit_exactly_the_limit_and_say_so_in_headers(gateway: Gateway) -> None:
-    Organization.objects.filter(pk=gateway.key.key.organization_id).update(limit_rpm=10)
+    # Per hour, so the quota does not come back (one every 6 minutes) while the burst runs.
+    Organization.objects.filter(pk=gateway.key.key.organization_id).update(limit_rph=10)
     with ThreadPoolExecutor(max_workers=15) as pool:
         statuses = list(pool.map(lambda _: status_of(gateway, "gpt-4o-mini"), range(15)))
     assert sorted(statuses) == [200] * 10 + [429] * 5
@@ -52,7 +54,7 @@ def test_limits_admit_exactly_the_limit_and_say_so_in_headers(gateway: Gateway) 
     assert error.code == "rate_limit_exceeded"
     assert 1 <= int(headers["retry-after"]) <= 60
     assert (headers["x-ratelimit-limit-requests"], headers["x-ratelimit-remaining-requests"]) == ("10", "0")
-    assert headers["ratelimit-policy"].startswith('"org-rpm";q=10;w=60')
+    assert '"org-rph";q=10;w=3600' in headers["ratelimit-policy"]
 
 
 def test_streams_carry_the_rate_limit_headers(gateway: Gateway) -> None:
@@ -78,9 +80,20 @@ def test_the_breaker_opens_lets_one_probe_through_and_closes(
     assert len(upstream.requests) == 5, "without calling upstream"
 
     time.sleep(1.1)  # the cool-down passes: the next caller is the one probe
-    upstream.script(Behave(delay=0.5))
+    upstream.script(Behave(delay=2))  # slow enough that all 20 arrive while it runs
+    clients = [sdk(gateway) for _ in range(20)]
+    barrier = threading.Barrier(20)
+
+    def together(client: openai.OpenAI) -> int:
+        barrier.wait()
+        try:
+            client.chat.completions.create(model="smart", messages=MESSAGES, max_tokens=20)
+        except openai.APIStatusError as error:
+            return error.status_code
+        return 200
+
     with ThreadPoolExecutor(max_workers=20) as pool:
-        statuses = list(pool.map(lambda _: status_of(gateway), range(20)))
+        statuses = list(pool.map(together, clients))
     assert sorted(statuses) == [200] + [503] * 19
     assert len(upstream.requests) == 6, "exactly one probe reached upstream"
 
