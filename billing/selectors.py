@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -231,3 +231,64 @@ def refundable(*, organization_id: int, request_id: str) -> Refundable:
             refunded += amount
             refunds += 1
     return Refundable(charged=money.internal(charged), refunded=money.internal(refunded), refunds=refunds)
+
+
+# --- Dashboard overview ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageDay:
+    day: date
+    requests: int
+    errors: int
+    cost: Decimal  # credits
+
+
+@dataclass(frozen=True)
+class UsageOverview:
+    """An organization's daily usage in a window, from the daily rollups."""
+
+    days: list[UsageDay]  # every day of the window, oldest first, zeros where nothing ran
+    top_models: list[dict[str, Any]]  # public_model, requests, cost; the costliest first
+
+    @property
+    def requests(self) -> int:
+        return sum(day.requests for day in self.days)
+
+    @property
+    def errors(self) -> int:
+        return sum(day.errors for day in self.days)
+
+    @property
+    def cost(self) -> Decimal:
+        return sum((day.cost for day in self.days), money.ZERO)
+
+    @property
+    def error_rate(self) -> float | None:
+        """Errors per request (0..1); None without requests."""
+        return self.errors / self.requests if self.requests else None
+
+
+def usage_overview(*, organization_id: int, days: int, today: date, top: int = 5) -> UsageOverview:
+    """The ``days`` UTC days up to and including ``today``: two grouped queries over the
+    rollup range index, never the raw usage events."""
+    start = datetime.combine(today - timedelta(days=days - 1), time.min, tzinfo=UTC)
+    end = datetime.combine(today + timedelta(days=1), time.min, tzinfo=UTC)
+    rollups = UsageRollup.objects.filter(
+        organization_id=organization_id, period=UsageRollup.Period.DAY, bucket__gte=start, bucket__lt=end
+    )
+    per_day: dict[date, dict[str, Any]] = {
+        row["bucket"].date(): dict(row)
+        for row in rollups.values("bucket").annotate(r=Sum("requests"), e=Sum("errors"), c=Sum("cost")).order_by()
+    }
+    series = []
+    for offset in range(days):
+        day = start.date() + timedelta(days=offset)
+        row = per_day.get(day, {})
+        series.append(UsageDay(day, row.get("r") or 0, row.get("e") or 0, money.internal(row.get("c") or money.ZERO)))
+    models = (
+        rollups.values("public_model")
+        .annotate(requests=Sum("requests"), cost=Sum("cost"))
+        .order_by("-cost", "-requests", "public_model")[:top]
+    )
+    return UsageOverview(days=series, top_models=[dict(row) for row in models])

@@ -302,6 +302,12 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage",
     },
 }
+# Vendored front-end libraries and the dashboard's CSS (oneflow is no app, so
+# the app-directories finder does not see oneflow/static).
+STATICFILES_DIRS = [BASE_DIR / "oneflow" / "static"]
+# Outside production whitenoise serves straight from the finders, so tests and
+# `runserver` need no collectstatic; production serves the hashed, compressed
+# copies (gzip and brotli) that collectstatic wrote, with far-future caching.
 WHITENOISE_USE_FINDERS = not PRODUCTION
 if not PRODUCTION:
     STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns at start-up when it is missing
@@ -312,6 +318,15 @@ USE_TZ = True
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "OneFlow <noreply@oneflow.local>")
+
+# --- Customer dashboard -------------------------------------------------------
+
+LOGIN_URL = "signin"
+LOGIN_REDIRECT_URL = "dashboard-overview"
+LOGOUT_REDIRECT_URL = "signin"
+# The overview warns when the balance falls below this many credits.
+DASHBOARD_LOW_BALANCE_CREDITS = env.decimal("DASHBOARD_LOW_BALANCE_CREDITS", "5")
+DASHBOARD_KEYS_PER_PAGE = 25
 
 # --- Logging ------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ urlpatterns = [
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    # The customer dashboard (HTML, session auth): /signup, /signin, /dashboard/...
+    path("", include("accounts.urls_dashboard")),
+    path("", include("billing.urls_dashboard")),
     # /metrics; under several workers it sums them (PROMETHEUS_MULTIPROC_DIR).
     path("", include("django_prometheus.urls")),
 ]

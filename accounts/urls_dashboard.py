@@ -1,0 +1,23 @@
+"""The customer dashboard's pages for people and keys, mounted at the site root."""
+
+from django.urls import path
+
+from accounts import views
+
+urlpatterns = [
+    path("signup", views.signup, name="signup"),
+    path("signin", views.SignInView.as_view(), name="signin"),
+    path("signout", views.SignOutView.as_view(), name="signout"),
+    path("password-reset/", views.PasswordResetView.as_view(), name="password-reset"),
+    path("password-reset/sent", views.PasswordResetDoneView.as_view(), name="password-reset-done"),
+    path(
+        "password-reset/<uidb64>/<token>/",
+        views.PasswordResetConfirmView.as_view(),
+        name="password-reset-confirm",
+    ),
+    path("password-reset/complete", views.PasswordResetCompleteView.as_view(), name="password-reset-complete"),
+    path("dashboard/organization", views.organization_switch, name="dashboard-organization-switch"),
+    path("dashboard/keys", views.keys, name="dashboard-keys"),
+    path("dashboard/keys/<str:key_id>/rotate", views.key_rotate, name="dashboard-key-rotate"),
+    path("dashboard/keys/<str:key_id>/revoke", views.key_revoke, name="dashboard-key-revoke"),
+]

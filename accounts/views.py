@@ -1,0 +1,314 @@
+"""The customer dashboard's HTML pages for people: sign up/in/out, the organization
+switcher, and API keys. Session auth; each view parses, calls one service, renders.
+
+Other apps' dashboard pages (billing's overview) build on ``dashboard_view`` and
+``Dashboard`` from here, so every page gets the same navigation and org switcher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import wraps
+from typing import Any, Concatenate, ParamSpec
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Page, Paginator
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse, reverse_lazy
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+from django_ratelimit.core import is_ratelimited
+
+from accounts import selectors, services
+from accounts.forms import KeyCreateForm, OrganizationSwitchForm, SignInForm, SignUpForm
+from accounts.models import ApiKey, ApiKeySecret, Membership, User
+from oneflow.lib.errors import NotAllowed, NotFound, ServiceError
+
+P = ParamSpec("P")
+
+SESSION_ORGANIZATION = "dashboard_organization_id"
+SESSION_NEW_SECRET = "dashboard_new_secret"  # noqa: S105 - a session key, not a secret
+# The switcher lists this many organizations; the current one is always reachable.
+SWITCHER_LIMIT = 50
+
+
+# --- The dashboard frame ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """Who is looking, at which organization, and what the switcher offers."""
+
+    user: User
+    membership: Membership
+    memberships: list[Membership] = field(default_factory=list)
+
+    @property
+    def organization_id(self) -> int:
+        return self.membership.organization_id
+
+    def render(
+        self, request: HttpRequest, template: str, context: dict[str, Any] | None = None, *, status: int = 200
+    ) -> HttpResponse:
+        frame = {"dashboard": self, "organization": self.membership.organization}
+        return render(request, template, {**frame, **(context or {})}, status=status)
+
+
+def dashboard_for(request: HttpRequest) -> Dashboard | None:
+    """The signed-in user's current organization (session), else their first; None without any."""
+    user = request.user
+    assert isinstance(user, User)  # noqa: S101 - login_required guarantees it
+    memberships = list(selectors.memberships_of(user=user)[:SWITCHER_LIMIT])
+    wanted = request.session.get(SESSION_ORGANIZATION)
+    current = next((m for m in memberships if m.organization_id == wanted), None)
+    if current is None and isinstance(wanted, int):
+        try:
+            current = selectors.membership_get(user=user, organization_id=wanted)
+        except NotFound:  # removed from it since: fall back to the first
+            current = None
+    current = current or (memberships[0] if memberships else None)
+    return None if current is None else Dashboard(user=user, membership=current, memberships=memberships)
+
+
+def dashboard_view(
+    view: Callable[Concatenate[HttpRequest, Dashboard, P], HttpResponseBase],
+) -> Callable[Concatenate[HttpRequest, P], HttpResponseBase]:
+    """A signed-in page of the current organization; service refusals become 403/404."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponseBase:
+        dashboard = dashboard_for(request)
+        if dashboard is None:
+            return render(request, "dashboard/no_organization.html")
+        try:
+            return view(request, dashboard, *args, **kwargs)
+        except NotFound as exc:
+            raise Http404(exc.message) from None
+        except NotAllowed as exc:
+            raise PermissionDenied(exc.message) from None
+
+    return wrapper
+
+
+def _require_manager(dashboard: Dashboard) -> None:
+    # The same rule as the REST API: owners and admins manage keys, members read.
+    if not dashboard.membership.can_manage:
+        raise NotAllowed("Only owners and admins may manage API keys.")
+
+
+# --- Sign up, in, out, password reset ---------------------------------------------
+
+
+def _rate_limited(request: HttpRequest, *, group: str, account: str | None = None) -> bool:
+    """Counts an attempt per client address and per account, like the JWT sign-in."""
+    rate = settings.LOGIN_RATE
+    limited = is_ratelimited(request, group=group, key="ip", rate=rate, increment=True)
+    if account:
+        by_account = is_ratelimited(
+            request, group=f"{group}.account", key=lambda _g, _r: account.lower(), rate=rate, increment=True
+        )
+        limited = limited or by_account
+    return bool(limited)
+
+
+TOO_MANY = "Too many attempts; try again in a minute."
+
+
+def signup(request: HttpRequest) -> HttpResponseBase:
+    if request.user.is_authenticated:
+        return redirect(settings.LOGIN_REDIRECT_URL)
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and _rate_limited(request, group="dashboard.signup"):
+        form.add_error(None, TOO_MANY)
+        return render(request, "dashboard/auth/signup.html", {"form": form}, status=429)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            user = services.user_create(email=data["email"], password=data["password"], full_name=data["full_name"])
+        except ServiceError as exc:
+            form.add_service_error(exc)
+        else:
+            organization = services.organization_create(name=data["organization"], owner=user)
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            request.session[SESSION_ORGANIZATION] = organization.pk
+            return redirect(settings.LOGIN_REDIRECT_URL)
+    return render(request, "dashboard/auth/signup.html", {"form": form}, status=400 if form.errors else 200)
+
+
+class SignInView(auth_views.LoginView):
+    template_name = "dashboard/auth/signin.html"
+    authentication_form = SignInForm
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        email = request.POST.get("username", "")
+        if _rate_limited(request, group="dashboard.signin", account=email or None):
+            form = self.get_form()
+            form.add_error(None, TOO_MANY)
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        return super().post(request, *args, **kwargs)
+
+
+class SignOutView(auth_views.LogoutView):
+    """POST only (Django's rule): a link cannot sign anyone out."""
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    template_name = "dashboard/auth/password_reset_form.html"
+    email_template_name = "dashboard/auth/password_reset_email.txt"
+    subject_template_name = "dashboard/auth/password_reset_subject.txt"
+    success_url = reverse_lazy("password-reset-done")
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Each attempt sends an email: cap them per client address and per address asked for.
+        if _rate_limited(request, group="dashboard.password-reset", account=request.POST.get("email") or None):
+            form = self.get_form()
+            form.add_error(None, TOO_MANY)
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        return super().post(request, *args, **kwargs)
+
+
+class PasswordResetDoneView(auth_views.PasswordResetDoneView):
+    template_name = "dashboard/auth/password_reset_done.html"
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    template_name = "dashboard/auth/password_reset_confirm.html"
+    success_url = reverse_lazy("password-reset-complete")
+
+
+class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
+    template_name = "dashboard/auth/password_reset_complete.html"
+
+
+# --- Organization switcher ------------------------------------------------------------
+
+
+@require_POST
+@dashboard_view
+def organization_switch(request: HttpRequest, dashboard: Dashboard) -> HttpResponseBase:
+    form = OrganizationSwitchForm(request.POST)
+    if not form.is_valid():
+        raise Http404("No such organization.")
+    # A membership or a 404: nobody can switch into someone else's organization.
+    membership = selectors.membership_get(user=dashboard.user, organization_id=form.cleaned_data["organization"])
+    request.session[SESSION_ORGANIZATION] = membership.organization_id
+    target = form.cleaned_data["next"]
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=False):
+        target = reverse(settings.LOGIN_REDIRECT_URL)
+    return HttpResponseRedirect(target)
+
+
+# --- API keys -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """One key as the list shows it."""
+
+    key: ApiKey
+    status: str  # active, expired or revoked
+    current: ApiKeySecret | None  # the secret issued last
+    in_grace: list[ApiKeySecret]  # older secrets that still work, until their valid_until
+
+
+def _key_row(key: ApiKey, now: datetime) -> KeyRow:
+    live = [s for s in getattr(key, "live_secrets", []) if s.is_valid_at(now)]
+    status = key.status
+    if status == ApiKey.Status.ACTIVE and not key.is_usable_at(now):
+        status = "expired"
+    current = next((s for s in live if s.valid_until is None), None)
+    return KeyRow(key=key, status=status, current=current, in_grace=[s for s in live if s.valid_until is not None])
+
+
+def _keys_page(request: HttpRequest, dashboard: Dashboard) -> Page[ApiKey]:
+    keys = selectors.api_keys_of(organization=dashboard.membership.organization)
+    paginator = Paginator(keys, settings.DASHBOARD_KEYS_PER_PAGE)
+    return paginator.get_page(request.GET.get("page"))
+
+
+def _render_keys(
+    request: HttpRequest, dashboard: Dashboard, form: KeyCreateForm | None = None, status: int = 200
+) -> HttpResponse:
+    page = _keys_page(request, dashboard)
+    now = timezone.now()
+    response = dashboard.render(
+        request,
+        "dashboard/keys.html",
+        {
+            "page": page,
+            "rows": [_key_row(key, now) for key in page.object_list],
+            "form": form or KeyCreateForm(),
+            "can_manage": dashboard.membership.can_manage,
+            # Popped: the secret is shown on this one response and never again.
+            "new_secret": request.session.pop(SESSION_NEW_SECRET, None),
+        },
+        status=status,
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _hold_secret_for_display(request: HttpRequest, issued: services.IssuedSecret, action: str) -> None:
+    request.session[SESSION_NEW_SECRET] = {"name": issued.key.name, "raw": issued.raw, "action": action}
+
+
+@dashboard_view
+def keys(request: HttpRequest, dashboard: Dashboard) -> HttpResponseBase:
+    if request.method != "POST":
+        return _render_keys(request, dashboard)
+    _require_manager(dashboard)
+    form = KeyCreateForm(request.POST)
+    if form.is_valid():
+        try:
+            issued = services.api_key_create(
+                organization=dashboard.membership.organization, created_by=dashboard.user, **form.cleaned_data
+            )
+        except ServiceError as exc:
+            form.add_service_error(exc)
+        else:
+            _hold_secret_for_display(request, issued, "created")
+            return redirect("dashboard-keys")
+    return _render_keys(request, dashboard, form, status=400)
+
+
+def _confirm(request: HttpRequest, dashboard: Dashboard, key: ApiKey, action: str) -> HttpResponse:
+    now = timezone.now()
+    context = {"key": key, "action": action, "now": now, "grace_end": now + key.effective_grace_period()}
+    return dashboard.render(request, "dashboard/key_confirm.html", context)
+
+
+@dashboard_view
+def key_rotate(request: HttpRequest, dashboard: Dashboard, key_id: str) -> HttpResponseBase:
+    _require_manager(dashboard)
+    key = selectors.api_key_get(organization=dashboard.membership.organization, public_id=key_id)
+    if request.method != "POST":
+        return _confirm(request, dashboard, key, "rotate")
+    try:
+        issued = services.api_key_rotate(key=key)
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        _hold_secret_for_display(request, issued, "rotated")
+    return redirect("dashboard-keys")
+
+
+@dashboard_view
+def key_revoke(request: HttpRequest, dashboard: Dashboard, key_id: str) -> HttpResponseBase:
+    _require_manager(dashboard)
+    key = selectors.api_key_get(organization=dashboard.membership.organization, public_id=key_id)
+    if request.method != "POST":
+        return _confirm(request, dashboard, key, "revoke")
+    services.api_key_revoke(key=key)
+    messages.success(request, f"Key “{key.name}” is revoked; its secrets no longer work.")
+    return redirect("dashboard-keys")
