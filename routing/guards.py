@@ -14,17 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
-
 from accounts.selectors import KeyCredentials
 from oneflow.lib import redis
 from oneflow.lib.redis import ScriptCall
-from providers import tokens
 from providers.selectors import DeploymentView, ModelView
 from routing import breakers, limits, strategies
 from routing.breakers import AsyncBreakers, Outcome, Verdict
 from routing.errors import GatewayError
 from routing.limits import AsyncLimits, Decision, Demand
+from routing.reservations import Bounds
 
 _VERDICT_HEALTH = {
     Verdict.CLOSED: "closed",
@@ -52,14 +50,9 @@ def _loop_scripts() -> _Scripts:
     return scripts
 
 
-def demand_of(body: dict[str, Any], endpoint: str) -> Demand:
+def demand_of(bounds: Bounds) -> Demand:
     """What a request asks of the token limits before anyone has counted it; corrected after."""
-    prompt = tokens.prompt_upper_bound(body) // 4  # bytes to a token estimate
-    if endpoint == "embeddings":
-        return Demand(input_tokens=prompt)
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    output = int(limit or settings.HOLD_DEFAULT_MAX_OUTPUT_TOKENS) * int(body.get("n") or 1)
-    return Demand(input_tokens=prompt, output_tokens=output)
+    return Demand(input_tokens=bounds.prompt // 4, output_tokens=bounds.completion)  # bytes to a token estimate
 
 
 @dataclass
@@ -90,7 +83,7 @@ class Guards:
         model: ModelView,
         catalog_find: Callable[[str], ModelView | None],
         body: dict[str, Any],
-        endpoint: str,
+        bounds: Bounds,
     ) -> Guards:
         candidates = list(model.deployments)
         for name in model.fallback_models:
@@ -98,7 +91,7 @@ class Guards:
             candidates += fallback.deployments if fallback else ()
         ids = list(dict.fromkeys(d.id for d in candidates))
         wants_health = model.strategy == "fastest" or bool(model.max_latency_ms) or "provider" in body
-        guards = cls(request_id, limits.rules_for(key), demand_of(body, endpoint), ids, wants_health)
+        guards = cls(request_id, limits.rules_for(key), demand_of(bounds), ids, wants_health)
         guards.quota_deployments = [d for d in candidates if d.rpm_quota is not None or d.tpm_quota is not None]
         return guards
 

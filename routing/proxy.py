@@ -157,9 +157,8 @@ async def _admit(call: Call, model_name: Any, *, kind: str, admitted: guards.Gua
         call.preferences = strategies.preferences_parse(call.body["provider"])
     call.model = model
     organization_id = call.key.organization_id
-    worst = reservations.worst_case_cost(
-        body=call.body, endpoint=call.endpoint, model=model, organization_id=organization_id
-    )
+    bounds = reservations.request_bounds(body=call.body, endpoint=call.endpoint)
+    worst = reservations.worst_case_cost(bounds=bounds, model=model, organization_id=organization_id)
     key = call.key
     checks = call.guards = guards.Guards.of(
         request_id=call.request.request_id,
@@ -167,7 +166,7 @@ async def _admit(call: Call, model_name: Any, *, kind: str, admitted: guards.Gua
         model=model,
         catalog_find=lambda name: _usable(key, name),
         body=call.body,
-        endpoint=call.endpoint,
+        bounds=bounds,
     )
     if admitted is not None:
         checks.carry_limits(admitted)

@@ -69,21 +69,31 @@ class Reservation:
     refusal: GatewayError | None = None  # why the credits or a budget could not cover the request
 
 
-def worst_case_cost(*, body: dict[str, Any], endpoint: str, model: ModelView, organization_id: int) -> Decimal:
-    """The most a request can cost: its prompt, and every output token it may ask for."""
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The most a request can use, known before any tokenizer ran."""
+
+    prompt: int  # its prompt's UTF-8 bytes: no tokenizer counts more tokens than that
+    completion: int  # every output token it may ask for: max_tokens (or the default) times n
+
+
+def request_bounds(*, body: dict[str, Any], endpoint: str) -> Bounds:
     prompt = tokens.prompt_upper_bound(body)
     if endpoint == "embeddings":
-        completion = 0
-    else:
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        completion = int(limit or settings.HOLD_DEFAULT_MAX_OUTPUT_TOKENS) * int(body.get("n") or 1)
+        return Bounds(prompt, 0)
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    return Bounds(prompt, int(limit or settings.HOLD_DEFAULT_MAX_OUTPUT_TOKENS) * int(body.get("n") or 1))
+
+
+def worst_case_cost(*, bounds: Bounds, model: ModelView, organization_id: int) -> Decimal:
+    """The most a request can cost: its prompt, and every output token it may ask for."""
     _, cost = snapshots.prices.cost(
         public_model=model.name,
         organization_id=organization_id,
         moment=datetime.now(UTC),
-        prompt=prompt,
+        prompt=bounds.prompt,
         cached=0,
-        completion=completion,
+        completion=bounds.completion,
     )
     return cost
 
