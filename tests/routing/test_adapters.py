@@ -301,6 +301,11 @@ def test_a_client_leaving_mid_stream_closes_the_upstream_connection_at_once(
     while upstream.abandoned_streams == 0:
         assert time.monotonic() - left < 1.0, "the upstream stream was not closed"
         time.sleep(0.02)
-    [event] = gateway.events()
+    # The gateway records the usage right after closing the upstream: wait for it.
+    events = gateway.events()
+    while not events and time.monotonic() - left < 5.0:
+        time.sleep(0.05)
+        events = gateway.events()
+    [event] = events
     assert (event.client_disconnected, event.status_code, event.usage_source) == (True, 499, "estimated")
     assert event.completion_tokens == 1  # "Hello": the one content chunk that had arrived
