@@ -11,10 +11,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import password_validation
+from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django.utils.text import slugify
 
 from accounts import keys
@@ -341,3 +346,49 @@ def demo_seed(*, email: str, organization_name: str, key_name: str) -> DemoCrede
     else:
         issued = api_key_rotate(key=key, grace_period=timedelta(0))
     return DemoCredentials(password=password, api_key=issued.raw, key_id=issued.key.public_id)
+
+
+# --- Invitations ----------------------------------------------------------------------
+
+
+def membership_invite(
+    *, organization: Organization, email: str, role: str, invited_by: Membership, site_url: str = ""
+) -> Membership:
+    """Adds the person with ``email`` to the organization, creating their user if need be,
+    and emails them: a sign-in link, or for a new user a link to set their password.
+
+    A new user gets an unusable password (not an inactive account): the set-password
+    link then lets them sign in, with nothing else to switch on.
+    """
+    _require_role_change_allowed(actor=invited_by, role=role, target=None)
+    email = User.objects.normalize_email(email).strip().lower()
+    try:
+        with transaction.atomic(durable=True):
+            user = User.objects.filter(email__iexact=email).first()
+            created = user is None
+            if user is None:
+                user = User.objects.create_user(email, None)
+            membership = Membership.objects.create(organization=organization, user=user, role=role)
+    except IntegrityError:
+        raise Conflict("This user is already a member.", code="already_member", param="email") from None
+    _invitation_email(membership=membership, invited_by=invited_by, new_user=created, site_url=site_url)
+    logger.info("member invited", extra={"org_id": organization.pk, "membership_id": membership.pk})
+    return membership
+
+
+def _invitation_email(*, membership: Membership, invited_by: Membership, new_user: bool, site_url: str) -> None:
+    user = membership.user
+    if new_user:
+        uid = urlsafe_base64_encode(force_bytes(user.pk))
+        path = reverse("password-reset-confirm", args=[uid, default_token_generator.make_token(user)])
+        action = f"Set your password to sign in: {site_url}{path}"
+    else:
+        action = f"Sign in to see it: {site_url}{reverse('signin')}"
+    inviter = invited_by.user.full_name or invited_by.user.email
+    # A line break in a name must not reach the header (send_mail would refuse it).
+    subject = " ".join(f"OneFlow: you were added to {membership.organization.name}".split())
+    body = (
+        f"{inviter} added you to {membership.organization.name} on OneFlow as {membership.get_role_display()}.\n\n"
+        f"{action}\n"
+    )
+    send_mail(subject, body, None, [user.email])

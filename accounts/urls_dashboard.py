@@ -21,3 +21,9 @@ urlpatterns = [
     path("dashboard/keys/<str:key_id>/rotate", views.key_rotate, name="dashboard-key-rotate"),
     path("dashboard/keys/<str:key_id>/revoke", views.key_revoke, name="dashboard-key-revoke"),
 ]
+
+urlpatterns += [
+    path("dashboard/members", views.members, name="dashboard-members"),
+    path("dashboard/members/<int:membership_id>/role", views.member_role, name="dashboard-member-role"),
+    path("dashboard/members/<int:membership_id>/remove", views.member_remove, name="dashboard-member-remove"),
+]

@@ -29,7 +29,14 @@ from django.views.decorators.http import require_POST
 from django_ratelimit.core import is_ratelimited
 
 from accounts import selectors, services
-from accounts.forms import KeyCreateForm, OrganizationSwitchForm, SignInForm, SignUpForm
+from accounts.forms import (
+    KeyCreateForm,
+    MemberInviteForm,
+    MemberRoleForm,
+    OrganizationSwitchForm,
+    SignInForm,
+    SignUpForm,
+)
 from accounts.models import ApiKey, ApiKeySecret, Membership, User
 from oneflow.lib.errors import NotAllowed, NotFound, ServiceError
 
@@ -312,3 +319,90 @@ def key_revoke(request: HttpRequest, dashboard: Dashboard, key_id: str) -> HttpR
     services.api_key_revoke(key=key)
     messages.success(request, f"Key “{key.name}” is revoked; its secrets no longer work.")
     return redirect("dashboard-keys")
+
+
+# --- Members ----------------------------------------------------------------------------
+
+# The page lists this many members; bigger teams page through.
+MEMBERS_PER_PAGE = 50
+
+
+def _require_member_manager(dashboard: Dashboard) -> None:
+    # Members read the list; the services would let one leave, but the page offers no such thing.
+    if not dashboard.membership.can_manage:
+        raise NotAllowed("Only owners and admins may manage members.")
+
+
+def _render_members(
+    request: HttpRequest, dashboard: Dashboard, form: MemberInviteForm | None = None, status: int = 200
+) -> HttpResponse:
+    members = selectors.members_of(organization=dashboard.membership.organization)
+    page = Paginator(members, MEMBERS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "form": form or MemberInviteForm(),
+        "roles": Membership.Role.choices,
+        "can_manage": dashboard.membership.can_manage,
+    }
+    return dashboard.render(request, "dashboard/members.html", context, status=status)
+
+
+@dashboard_view
+def members(request: HttpRequest, dashboard: Dashboard) -> HttpResponseBase:
+    if request.method != "POST":
+        return _render_members(request, dashboard)
+    _require_member_manager(dashboard)
+    form = MemberInviteForm(request.POST)
+    if form.is_valid():
+        try:
+            services.membership_invite(
+                organization=dashboard.membership.organization,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                invited_by=dashboard.membership,
+                site_url=request.build_absolute_uri("/").rstrip("/"),
+            )
+        except ServiceError as exc:
+            if isinstance(exc, NotAllowed):
+                raise
+            form.add_service_error(exc)
+        else:
+            messages.success(request, f"{form.cleaned_data['email']} was invited.")
+            return redirect("dashboard-members")
+    return _render_members(request, dashboard, form, status=400)
+
+
+@require_POST
+@dashboard_view
+def member_role(request: HttpRequest, dashboard: Dashboard, membership_id: int) -> HttpResponseBase:
+    _require_member_manager(dashboard)
+    target = selectors.member_get(organization=dashboard.membership.organization, membership_id=membership_id)
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Pick a role.")
+        return redirect("dashboard-members")
+    try:
+        services.membership_update(membership=target, actor=dashboard.membership, role=form.cleaned_data["role"])
+    except NotAllowed:
+        raise
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{target.user.email} is now {form.cleaned_data['role']}.")
+    return redirect("dashboard-members")
+
+
+@require_POST
+@dashboard_view
+def member_remove(request: HttpRequest, dashboard: Dashboard, membership_id: int) -> HttpResponseBase:
+    _require_member_manager(dashboard)
+    target = selectors.member_get(organization=dashboard.membership.organization, membership_id=membership_id)
+    try:
+        services.membership_remove(membership=target, actor=dashboard.membership)
+    except NotAllowed:
+        raise
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{target.user.email} was removed.")
+    return redirect("dashboard-members")
