@@ -63,6 +63,11 @@ class Dashboard:
     def organization_id(self) -> int:
         return self.membership.organization_id
 
+    def require_manager(self, what: str) -> None:
+        """The REST API's rule on every page: owners and admins change ``what``, members read."""
+        if not self.membership.can_manage:
+            raise NotAllowed(f"Only owners and admins may manage {what}.")
+
     def render(
         self, request: HttpRequest, template: str, context: dict[str, Any] | None = None, *, status: int = 200
     ) -> HttpResponse:
@@ -105,12 +110,6 @@ def dashboard_view(
             raise PermissionDenied(exc.message) from None
 
     return wrapper
-
-
-def _require_manager(dashboard: Dashboard) -> None:
-    # The same rule as the REST API: owners and admins manage keys, members read.
-    if not dashboard.membership.can_manage:
-        raise NotAllowed("Only owners and admins may manage API keys.")
 
 
 # --- Sign up, in, out, password reset ---------------------------------------------
@@ -274,7 +273,7 @@ def _hold_secret_for_display(request: HttpRequest, issued: services.IssuedSecret
 def keys(request: HttpRequest, dashboard: Dashboard) -> HttpResponseBase:
     if request.method != "POST":
         return _render_keys(request, dashboard)
-    _require_manager(dashboard)
+    dashboard.require_manager("API keys")
     form = KeyCreateForm(request.POST)
     if form.is_valid():
         try:
@@ -297,7 +296,7 @@ def _confirm(request: HttpRequest, dashboard: Dashboard, key: ApiKey, action: st
 
 @dashboard_view
 def key_rotate(request: HttpRequest, dashboard: Dashboard, key_id: str) -> HttpResponseBase:
-    _require_manager(dashboard)
+    dashboard.require_manager("API keys")
     key = selectors.api_key_get(organization=dashboard.membership.organization, public_id=key_id)
     if request.method != "POST":
         return _confirm(request, dashboard, key, "rotate")
@@ -312,7 +311,7 @@ def key_rotate(request: HttpRequest, dashboard: Dashboard, key_id: str) -> HttpR
 
 @dashboard_view
 def key_revoke(request: HttpRequest, dashboard: Dashboard, key_id: str) -> HttpResponseBase:
-    _require_manager(dashboard)
+    dashboard.require_manager("API keys")
     key = selectors.api_key_get(organization=dashboard.membership.organization, public_id=key_id)
     if request.method != "POST":
         return _confirm(request, dashboard, key, "revoke")
@@ -325,12 +324,6 @@ def key_revoke(request: HttpRequest, dashboard: Dashboard, key_id: str) -> HttpR
 
 # The page lists this many members; bigger teams page through.
 MEMBERS_PER_PAGE = 50
-
-
-def _require_member_manager(dashboard: Dashboard) -> None:
-    # Members read the list; the services would let one leave, but the page offers no such thing.
-    if not dashboard.membership.can_manage:
-        raise NotAllowed("Only owners and admins may manage members.")
 
 
 def _render_members(
@@ -351,7 +344,7 @@ def _render_members(
 def members(request: HttpRequest, dashboard: Dashboard) -> HttpResponseBase:
     if request.method != "POST":
         return _render_members(request, dashboard)
-    _require_member_manager(dashboard)
+    dashboard.require_manager("members")
     form = MemberInviteForm(request.POST)
     if form.is_valid():
         try:
@@ -375,7 +368,7 @@ def members(request: HttpRequest, dashboard: Dashboard) -> HttpResponseBase:
 @require_POST
 @dashboard_view
 def member_role(request: HttpRequest, dashboard: Dashboard, membership_id: int) -> HttpResponseBase:
-    _require_member_manager(dashboard)
+    dashboard.require_manager("members")
     target = selectors.member_get(organization=dashboard.membership.organization, membership_id=membership_id)
     form = MemberRoleForm(request.POST)
     if not form.is_valid():
@@ -395,7 +388,7 @@ def member_role(request: HttpRequest, dashboard: Dashboard, membership_id: int) 
 @require_POST
 @dashboard_view
 def member_remove(request: HttpRequest, dashboard: Dashboard, membership_id: int) -> HttpResponseBase:
-    _require_member_manager(dashboard)
+    dashboard.require_manager("members")
     target = selectors.member_get(organization=dashboard.membership.organization, membership_id=membership_id)
     try:
         services.membership_remove(membership=target, actor=dashboard.membership)

@@ -25,7 +25,7 @@ from billing import selectors, services
 from billing.budgets import parse_thresholds
 from billing.models import Budget, LedgerEntry, Price
 from oneflow.lib import money
-from oneflow.lib.errors import NotAllowed, NotFound, ServiceError
+from oneflow.lib.errors import NotFound, ServiceError
 
 LEDGER_PER_PAGE = 25
 # Each shown budget costs one spend query; an organization rarely has more.
@@ -168,11 +168,6 @@ def _render(
     return dashboard.render(request, "dashboard/billing.html", context, status=status)
 
 
-def _require_manager(dashboard: Dashboard) -> None:
-    if not dashboard.membership.can_manage:
-        raise NotAllowed("Only owners and admins may manage budgets.")
-
-
 def _api_key(dashboard: Dashboard, public_id: str) -> ApiKey | None:
     if not public_id:
         return None
@@ -183,7 +178,7 @@ def _api_key(dashboard: Dashboard, public_id: str) -> ApiKey | None:
 def billing(request: HttpRequest, dashboard: Dashboard) -> HttpResponseBase:
     if request.method != "POST":
         return _render(request, dashboard)
-    _require_manager(dashboard)
+    dashboard.require_manager("budgets")
     form = BudgetCreateForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data
@@ -212,7 +207,7 @@ def billing(request: HttpRequest, dashboard: Dashboard) -> HttpResponseBase:
 @require_POST
 @dashboard_view
 def budget_update(request: HttpRequest, dashboard: Dashboard, budget_id: int) -> HttpResponseBase:
-    _require_manager(dashboard)
+    dashboard.require_manager("budgets")
     budget = selectors.budget_get(organization_id=dashboard.organization_id, budget_id=budget_id)
     form = BudgetUpdateForm(request.POST, prefix=f"budget-{budget.pk}")
     if not form.is_valid():
@@ -234,7 +229,7 @@ def budget_update(request: HttpRequest, dashboard: Dashboard, budget_id: int) ->
 @require_POST
 @dashboard_view
 def budget_delete(request: HttpRequest, dashboard: Dashboard, budget_id: int) -> HttpResponseBase:
-    _require_manager(dashboard)
+    dashboard.require_manager("budgets")
     budget = selectors.budget_get(organization_id=dashboard.organization_id, budget_id=budget_id)
     services.budget_delete(budget=budget)
     messages.success(request, "Budget deleted.")
