@@ -56,14 +56,18 @@ def test_an_anthropic_path_gets_its_413_in_anthropic_shape(live_asgi: LiveAsgiSe
     assert reply.json()["error"]["type"] == "request_too_large"
 
 
-def test_every_response_has_a_request_id_and_a_sane_client_id_is_kept(live_asgi: LiveAsgiServer) -> None:
+def test_every_response_has_our_request_id_and_a_sane_client_id_rides_beside_it(live_asgi: LiveAsgiServer) -> None:
     generated = call(live_asgi.url, "GET", "/healthz")
     assert generated.headers["x-request-id"].startswith("req_")
-    kept = call(live_asgi.url, "GET", "/nowhere", headers={"x-request-id": "trace-abc.123"})
-    assert kept.status == 404
-    assert kept.headers["x-request-id"] == "trace-abc.123"
-    hostile = call(live_asgi.url, "GET", "/healthz", headers={"x-request-id": "<script>" + "x" * 200})
+    assert "x-client-request-id" not in generated.headers
+    for header in ("x-request-id", "x-client-request-id"):
+        kept = call(live_asgi.url, "GET", "/nowhere", headers={header: "trace-abc.123"})
+        assert kept.status == 404
+        assert kept.headers["x-request-id"].startswith("req_"), "the id is always the server's own"
+        assert kept.headers["x-client-request-id"] == "trace-abc.123"
+    hostile = call(live_asgi.url, "GET", "/healthz", headers={"x-client-request-id": "<script>" + "x" * 200})
     assert hostile.headers["x-request-id"].startswith("req_")
+    assert "x-client-request-id" not in hostile.headers
 
 
 def test_unknown_api_paths_get_a_json_404(live_asgi: LiveAsgiServer) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from oneflow.lib.errors import error_body
-from oneflow.lib.jsonlog import request_id_var
+from oneflow.lib.jsonlog import client_request_id_var, request_id_var
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -23,6 +23,17 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]
 
 _CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_ID_HEADERS = frozenset({b"x-request-id", b"x-client-request-id"})
+
+
+def _client_request_id(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The client's own id of the request, if it sent a sane one."""
+    sent = dict(headers)
+    for name in (b"x-client-request-id", b"x-request-id"):
+        value = sent.get(name, b"")
+        if _CLIENT_REQUEST_ID.match(value):
+            return value
+    return None
 
 
 def new_request_id() -> str:
@@ -30,10 +41,13 @@ def new_request_id() -> str:
 
 
 class RequestIdMiddleware:
-    """Gives every request an id, echoed as ``x-request-id`` on its response.
+    """Gives every request an id of the server's own, echoed as ``x-request-id``.
 
-    A well-formed id sent by the client (or a proxy in front) is kept so that
-    one id follows the request across systems; anything else is replaced.
+    The id is the gateway's billing key (one usage event and one charge per id),
+    so a client never chooses it: an id sent by the client (``x-client-request-id``,
+    OpenAI's header, or ``x-request-id`` from a proxy in front) is kept beside it
+    when well formed, echoed as ``x-client-request-id`` and logged, so that one id
+    still follows the request across systems.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -43,24 +57,25 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = [(k, v) for k, v in scope["headers"] if k != b"x-request-id"]
-        incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
-        request_id = incoming.decode() if _CLIENT_REQUEST_ID.match(incoming) else new_request_id()
-        raw_id = request_id.encode()
-        scope["headers"] = [*headers, (b"x-request-id", raw_id)]
-        token = request_id_var.set(request_id)
+        raw_id = new_request_id().encode()
+        client_id = _client_request_id(scope["headers"])
+        ours = [(b"x-request-id", raw_id), *([(b"x-client-request-id", client_id)] if client_id else [])]
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in _ID_HEADERS] + ours
+        token = request_id_var.set(raw_id.decode())
+        client_token = client_request_id_var.set(client_id.decode() if client_id else None)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [
-                    *(h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"),
-                    (b"x-request-id", raw_id),
+                    *(h for h in message.get("headers", []) if h[0].lower() not in _ID_HEADERS),
+                    *ours,
                 ]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            client_request_id_var.reset(client_token)
             request_id_var.reset(token)
 
 

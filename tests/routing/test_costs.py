@@ -11,7 +11,8 @@ import anthropic
 import openai
 import pytest
 
-from billing.models import Price
+from billing.models import LedgerEntry, Price
+from billing.selectors import credits_balance
 from oneflow.lib import config_version
 from tests.routing.conftest import Gateway
 
@@ -68,3 +69,26 @@ def test_anthropic_streams_carry_the_cost_in_message_delta(gateway: Gateway) -> 
         deltas = [e for e in stream if e.type == "message_delta"]
     [event] = gateway.events()
     assert Decimal(deltas[-1].usage.model_extra["cost"]) == event.cost > 0  # type: ignore[index]
+
+
+@pytest.mark.parametrize("header", ["x-request-id", "x-client-request-id"])
+def test_a_client_that_repeats_its_request_id_is_charged_for_every_request(gateway: Gateway, header: str) -> None:
+    """The request id is the billing key: the client's own id rides beside ours, never replaces it."""
+    client = sdk(gateway)
+    replies = [
+        client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, extra_headers={header: "my-trace-1"}
+        )
+        for _ in range(2)
+    ]
+
+    ours = [reply.headers["x-request-id"] for reply in replies]
+    assert ours[0] != ours[1] and all(request_id.startswith("req_") for request_id in ours)
+    assert [reply.headers["x-client-request-id"] for reply in replies] == ["my-trace-1", "my-trace-1"]
+    events = gateway.events()
+    assert sorted(event.request_id for event in events) == sorted(ours)
+    charges = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.CHARGE)
+    assert sorted(-entry.amount for entry in charges) == sorted(event.cost for event in events)
+    assert credits_balance(organization_id=gateway.key.key.organization_id) == Decimal(1000) - sum(
+        Decimal(reply.headers["x-oneflow-cost"]) for reply in replies
+    )
