@@ -133,16 +133,13 @@ async def _admit(call: Call, model_name: Any, *, kind: str, admitted: guards.Gua
     catalog = await snapshots.get_catalog()
     model = catalog.find(model_name)
     allowed = call.key.allowed_models
-    if model is None or model.kind != kind:
+    # A model the organization may not see does not exist for it, whatever the key's list names.
+    if model is None or model.kind != kind or not snapshots.organization_sees(model, call.key):
         raise model_not_found(model_name)
-    if allowed:
-        # A key's own list overrides visibility: it may name hidden models.
-        if model.name not in allowed and model_name not in allowed:
-            raise GatewayError(
-                403, f"This API key may not use the model `{model_name}`.", code="model_not_allowed", param="model"
-            )
-    elif not snapshots.visible(model, call.key):
-        raise model_not_found(model_name)
+    if allowed and model.name not in allowed and model_name not in allowed:
+        raise GatewayError(
+            403, f"This API key may not use the model `{model_name}`.", code="model_not_allowed", param="model"
+        )
     if snapshots.prices.at(model.name, datetime.now(UTC)) is None:
         raise GatewayError(
             403,
@@ -213,7 +210,7 @@ def plan(call: Call) -> list[DeploymentView]:
 def _usable(key: KeyCredentials, name: str) -> ModelView | None:
     """A fallback model, if this key may call it."""
     model = snapshots.catalog.find(name) if snapshots.catalog else None
-    if model is None or not (snapshots.visible(model, key) or name in key.allowed_models):
+    if model is None or not snapshots.visible(model, key):
         return None
     return model
 

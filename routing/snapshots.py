@@ -89,9 +89,14 @@ class Snapshots:
             return self.catalog
 
     def visible(self, model: ModelView, key: KeyCredentials) -> bool:
-        """Public models, models granted to the key's organization, and models the key names."""
-        if key.allowed_models:
-            return model.name in key.allowed_models
+        """Public models and models granted to the key's organization, narrowed to the
+        key's allowed models when it has a list: customers edit that list, so naming a
+        hidden model in it must never open that model."""
+        if key.allowed_models and model.name not in key.allowed_models:
+            return False
+        return self.organization_sees(model, key)
+
+    def organization_sees(self, model: ModelView, key: KeyCredentials) -> bool:
         return model.is_public or model.id in self.grants.get(key.organization_id, ())
 
 

@@ -220,3 +220,17 @@ def test_a_hidden_model_is_visible_only_to_organizations_granted_it(gateway: Gat
     other = Organization.objects.create(name="Other", slug="other")
     outsider_key = accounts_services.api_key_create(organization=other, name="x", created_by=None).raw
     assert [m.id for m in client(gateway, key=outsider_key).models.list()] == ["text-embedding-3-small"]
+
+
+def test_a_key_list_naming_a_hidden_model_does_not_open_it(gateway: Gateway) -> None:
+    """Customers edit their keys' model lists; only operators open hidden models."""
+    PublicModel.objects.filter(name="gpt-4o-mini").update(is_public=False)
+    accounts_services.api_key_update(key=gateway.key.key, allowed_models=["gpt-4o-mini", "text-embedding-3-small"])
+    sdk = client(gateway)
+
+    assert [m.id for m in sdk.models.list()] == ["text-embedding-3-small"]
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        sdk.models.retrieve("gpt-4o-mini")
