@@ -19,6 +19,13 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts import selectors, services
+from accounts.keys import (
+    ALLOWED_MODELS_MAX,
+    GRACE_MAX_SECONDS,
+    LIMIT_MAX,
+    MODEL_NAME_MAX_LENGTH,
+    ROTATION_INTERVAL_MAX_DAYS,
+)
 from accounts.models import ApiKey, Membership, Organization, User
 from oneflow.lib.errors import NotAllowed
 
@@ -253,11 +260,16 @@ class MemberDetailApi(APIView):
 # --- API keys -----------------------------------------------------------------------
 
 
+def _limit(source: str) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=1, max_value=LIMIT_MAX, allow_null=True, required=False, source=source)
+
+
 class KeyLimitsSerializer(serializers.Serializer):
-    rpm = serializers.IntegerField(min_value=1, allow_null=True, required=False, source="limit_rpm")
-    input_tpm = serializers.IntegerField(min_value=1, allow_null=True, required=False, source="limit_input_tpm")
-    output_tpm = serializers.IntegerField(min_value=1, allow_null=True, required=False, source="limit_output_tpm")
-    concurrency = serializers.IntegerField(min_value=1, allow_null=True, required=False, source="limit_concurrency")
+    rpm = _limit("limit_rpm")
+    rph = _limit("limit_rph")
+    input_tpm = _limit("limit_input_tpm")
+    output_tpm = _limit("limit_output_tpm")
+    concurrency = _limit("limit_concurrency")
 
 
 class KeySecretOutput(serializers.Serializer):
@@ -300,7 +312,7 @@ class KeyOutput(serializers.Serializer):
         return list(KeySecretOutput(live, many=True).data)
 
     def get_reveal_pending(self, key: ApiKey) -> bool:
-        return any(s.sealed_secret for s in getattr(key, "live_secrets", key.secrets.all()))
+        return key.reveal_pending(getattr(key, "live_secrets", key.secrets.all()))
 
 
 class IssuedKeyOutput(KeyOutput):
@@ -315,10 +327,16 @@ def _issued(issued: services.IssuedSecret, org: Organization) -> dict[str, Any]:
 class KeyInput(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     expires_at = serializers.DateTimeField(allow_null=True, required=False)
-    allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), max_length=500, required=False)
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=MODEL_NAME_MAX_LENGTH), max_length=ALLOWED_MODELS_MAX, required=False
+    )
     limits = KeyLimitsSerializer(required=False)
-    grace_period_seconds = serializers.IntegerField(min_value=0, allow_null=True, required=False)
-    rotation_interval_days = serializers.IntegerField(min_value=1, max_value=3650, allow_null=True, required=False)
+    grace_period_seconds = serializers.IntegerField(
+        min_value=0, max_value=GRACE_MAX_SECONDS, allow_null=True, required=False
+    )
+    rotation_interval_days = serializers.IntegerField(
+        min_value=1, max_value=ROTATION_INTERVAL_MAX_DAYS, allow_null=True, required=False
+    )
 
     def to_fields(self) -> dict[str, Any]:
         """The validated input as ApiKey field values."""
@@ -363,7 +381,7 @@ class KeyDetailApi(APIView):
 
 class KeyRotateApi(APIView):
     class KeyRotateInput(serializers.Serializer):
-        grace_period_seconds = serializers.IntegerField(min_value=0, required=False)
+        grace_period_seconds = serializers.IntegerField(min_value=0, max_value=GRACE_MAX_SECONDS, required=False)
 
     @extend_schema(request=KeyRotateInput, responses={201: IssuedKeyOutput})
     def post(self, request: Request, org_id: int, key_id: str) -> Response:
@@ -398,4 +416,4 @@ class KeyRevealApi(APIView):
         raw = services.api_key_reveal(key=key)
         if raw is None:
             raise exceptions.NotFound("No secret is waiting to be revealed for this key.", code="nothing_to_reveal")
-        return Response({"secret": raw})
+        return Response({"secret": raw}, headers={"Cache-Control": "no-store"})

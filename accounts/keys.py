@@ -31,3 +31,13 @@ def raw_key_prefix(raw: str) -> str | None:
 
 def hash_raw_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+# What a key's settings may hold, the same for the REST API and the dashboard form.
+ALLOWED_MODELS_MAX = 500
+MODEL_NAME_MAX_LENGTH = 200
+ROTATION_INTERVAL_MAX_DAYS = 3650
+# The limit columns are 32-bit integers: a bigger limit is refused, not a crash.
+LIMIT_MAX = 2_147_483_647
+# Ten years, like the longest rotation interval (timedelta overflows far above).
+GRACE_MAX_SECONDS = ROTATION_INTERVAL_MAX_DAYS * 24 * 3600

@@ -9,6 +9,7 @@ switch over without an outage.
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -172,6 +173,12 @@ class ApiKey(models.Model):
         ACTIVE = "active", "Active"
         REVOKED = "revoked", "Revoked"
 
+    class Purpose(models.TextChoices):
+        API = "api", "API"
+        # The dashboard playground's key of one person (created_by): the
+        # dashboard calls the gateway with it, so its secret stays sealed.
+        PLAYGROUND = "playground", "Playground"
+
     public_id = models.CharField(max_length=24, unique=True, default=new_api_key_public_id, editable=False)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
@@ -202,8 +209,18 @@ class ApiKey(models.Model):
         help_text="Rotate automatically every N days; empty means never.",
     )
     next_rotation_at = models.DateTimeField(null=True, blank=True, editable=False)
+    purpose = models.CharField(max_length=10, choices=Purpose.choices, default=Purpose.API, editable=False)
 
     class Meta:
+        constraints: ClassVar = [
+            # One live playground key per person and organization, however many
+            # first uses race; also the index of playground_key_for's lookup.
+            models.UniqueConstraint(
+                fields=["organization", "created_by"],
+                name="accounts_apikey_one_playground_key",
+                condition=Q(purpose="playground", status="active"),
+            ),
+        ]
         indexes: ClassVar = [
             # The rotation job: active keys whose policy is due.
             models.Index(
@@ -215,6 +232,11 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.public_id})"
+
+    def reveal_pending(self, secrets: Iterable[ApiKeySecret]) -> bool:
+        """A scheduled rotation issued one of ``secrets`` and nobody has seen it yet. A
+        playground key's secret is sealed for the playground's own use, not for a person."""
+        return self.purpose != ApiKey.Purpose.PLAYGROUND and any(s.sealed_secret for s in secrets)
 
     def effective_grace_period(self) -> timedelta:
         if self.grace_period is not None:

@@ -42,13 +42,34 @@ def _validated_password(password: str, *, user: User | None = None) -> str:
     return password
 
 
-def user_create(*, email: str, password: str, full_name: str = "", is_staff: bool = False) -> User:
+def _email_taken() -> Conflict:
+    return Conflict("A user with this email already exists.", code="email_taken", param="email")
+
+
+def _user_insert(*, email: str, password: str, full_name: str, is_staff: bool = False) -> User:
+    """Validates and inserts inside the caller's transaction."""
     email = User.objects.normalize_email(email).strip().lower()
     if User.objects.filter(email__iexact=email).exists():
-        raise Conflict("A user with this email already exists.", code="email_taken", param="email")
+        raise _email_taken()
     _validated_password(password, user=User(email=email, full_name=full_name))
+    try:
+        # A savepoint: a racing sign-up with the same address leaves the caller's transaction usable.
+        with transaction.atomic():
+            return User.objects.create_user(email, password, full_name=full_name, is_staff=is_staff)
+    except IntegrityError:
+        raise _email_taken() from None
+
+
+def user_create(*, email: str, password: str, full_name: str = "", is_staff: bool = False) -> User:
     with transaction.atomic(durable=True):
-        return User.objects.create_user(email, password, full_name=full_name, is_staff=is_staff)
+        return _user_insert(email=email, password=password, full_name=full_name, is_staff=is_staff)
+
+
+def signup(*, email: str, password: str, full_name: str, organization_name: str) -> tuple[User, Organization]:
+    """A new user and their first organization, both or neither."""
+    with transaction.atomic(durable=True):
+        user = _user_insert(email=email, password=password, full_name=full_name)
+        return user, _organization_insert(name=organization_name, owner=user)
 
 
 def user_password_change(*, user: User, current_password: str, new_password: str) -> None:
@@ -69,12 +90,27 @@ def _unique_slug(name: str) -> str:
     return slug
 
 
+def _organization_name(name: str) -> str:
+    name = name.strip()
+    limit = Organization._meta.get_field("name").max_length or 0
+    if not name or len(name) > limit:
+        raise InvalidInput(
+            f"An organization needs a name of 1 to {limit} characters.", code="invalid_name", param="organization"
+        )
+    return name
+
+
+def _organization_insert(*, name: str, owner: User) -> Organization:
+    name = _organization_name(name)
+    organization = Organization.objects.create(name=name, slug=_unique_slug(name))
+    Membership.objects.create(organization=organization, user=owner, role=Membership.Role.OWNER)
+    return organization
+
+
 def organization_create(*, name: str, owner: User) -> Organization:
     """Creates an organization with ``owner`` as its first member, in the owner role."""
     with transaction.atomic(durable=True):
-        organization = Organization.objects.create(name=name, slug=_unique_slug(name))
-        Membership.objects.create(organization=organization, user=owner, role=Membership.Role.OWNER)
-    return organization
+        return _organization_insert(name=name, owner=owner)
 
 
 def organization_update(*, organization: Organization, actor: Membership, **fields: Any) -> Organization:
@@ -245,7 +281,11 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
 
 
 def api_key_reveal(*, key: ApiKey) -> str | None:
-    """The secret a scheduled rotation issued, once; None when there is none to show."""
+    """The secret a scheduled rotation issued, once; None when there is none to show.
+
+    Never a playground key's: its sealed secret is the playground's, not a person's."""
+    if key.purpose == ApiKey.Purpose.PLAYGROUND:
+        return None
     with transaction.atomic(durable=True):
         secret = (
             ApiKeySecret.objects.select_for_update()
@@ -260,6 +300,71 @@ def api_key_reveal(*, key: ApiKey) -> str | None:
         secret.sealed_secret = ""
         secret.save(update_fields=["sealed_secret"])
     return raw
+
+
+# --- The dashboard playground's key -------------------------------------------------
+
+
+def _playground_key_name(user: User) -> str:
+    limit = ApiKey._meta.get_field("name").max_length or 0
+    return f"Playground · {user.email}"[:limit]
+
+
+def _playground_secret_locked(*, organization: Organization, user: User, now: datetime) -> str:
+    key = (
+        ApiKey.objects.select_for_update()
+        .select_related("organization")
+        .filter(organization=organization, created_by=user, purpose=ApiKey.Purpose.PLAYGROUND)
+        .filter(status=ApiKey.Status.ACTIVE)
+        .first()
+    )
+    if key is None:
+        key = ApiKey.objects.create(
+            organization=organization,
+            name=_playground_key_name(user),
+            created_by=user,
+            created_at=now,
+            purpose=ApiKey.Purpose.PLAYGROUND,
+        )
+        logger.info("playground key created", extra={"key_id": key.public_id, "org_id": organization.pk})
+        return _issue_secret(key=key, rotation=0, now=now, sealed=True).raw
+    current = (
+        key.secrets.filter(revoked_at__isnull=True, valid_until__isnull=True)
+        .exclude(sealed_secret="")
+        .order_by("-rotation")
+        .first()
+    )
+    raw = unseal(current.sealed_secret) if current is not None else None
+    if raw is not None:
+        return raw
+    # Someone rotated or revealed it from the keys page, or ENCRYPTION_KEY changed.
+    return _rotate_locked(key=key, now=now, grace_period=None, sealed=True).raw
+
+
+def playground_key_for(*, organization: Organization, user: User) -> str:
+    """The raw secret of ``user``'s playground key in ``organization``, issued on first use.
+
+    The dashboard's playground calls the gateway in process with this key, so
+    a try there is limited, held, charged and logged like any API call, and the
+    browser never sees the secret. Unlike other secrets it is kept sealed
+    (oneflow.lib.crypto), since it is needed again on every use. A revoked or
+    expired key is replaced by a new one; a key whose sealed secret is gone
+    gets a new secret. Members may use it: it spends the organization's
+    credits like any key, and shows in its key list as "Playground · <email>".
+    """
+    now = timezone.now()
+    expired = ApiKey.objects.filter(
+        organization=organization, created_by=user, purpose=ApiKey.Purpose.PLAYGROUND, status=ApiKey.Status.ACTIVE
+    ).exclude(expires_at=None)
+    for key in expired.filter(expires_at__lte=now):
+        api_key_revoke(key=key)  # makes way for a new one (one active playground key per person)
+    try:
+        with transaction.atomic(durable=True):
+            return _playground_secret_locked(organization=organization, user=user, now=now)
+    except IntegrityError:
+        # A concurrent first use created it (the unique constraint let one win): use that one.
+        with transaction.atomic(durable=True):
+            return _playground_secret_locked(organization=organization, user=user, now=now)
 
 
 # --- Scheduled work ---------------------------------------------------------------

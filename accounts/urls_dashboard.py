@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from accounts import views
+from accounts import views, views_keys
 
 urlpatterns = [
     path("signup", views.signup, name="signup"),
@@ -17,9 +17,14 @@ urlpatterns = [
     ),
     path("password-reset/complete", views.PasswordResetCompleteView.as_view(), name="password-reset-complete"),
     path("dashboard/organization", views.organization_switch, name="dashboard-organization-switch"),
-    path("dashboard/keys", views.keys, name="dashboard-keys"),
-    path("dashboard/keys/<str:key_id>/rotate", views.key_rotate, name="dashboard-key-rotate"),
-    path("dashboard/keys/<str:key_id>/revoke", views.key_revoke, name="dashboard-key-revoke"),
+]
+
+urlpatterns += [
+    path("dashboard/keys", views_keys.keys, name="dashboard-keys"),
+    path("dashboard/keys/<str:key_id>/edit", views_keys.key_edit, name="dashboard-key-edit"),
+    path("dashboard/keys/<str:key_id>/reveal", views_keys.key_reveal, name="dashboard-key-reveal"),
+    path("dashboard/keys/<str:key_id>/rotate", views_keys.key_rotate, name="dashboard-key-rotate"),
+    path("dashboard/keys/<str:key_id>/revoke", views_keys.key_revoke, name="dashboard-key-revoke"),
 ]
 
 urlpatterns += [

@@ -1,7 +1,8 @@
-"""The customer dashboard's HTML pages for people: sign up/in/out, the organization
-switcher, and API keys. Session auth; each view parses, calls one service, renders.
+"""The customer dashboard's frame and its pages for people: sign up/in/out, the
+organization switcher, and members. Session auth; each view parses, calls one
+service, renders. The API keys pages are in ``accounts.views_keys``.
 
-Other apps' dashboard pages (billing's overview) build on ``dashboard_view`` and
+Every dashboard page (keys, billing's overview...) builds on ``dashboard_view`` and
 ``Dashboard`` from here, so every page gets the same navigation and org switcher.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec
 
@@ -19,31 +19,28 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_ratelimit.core import is_ratelimited
 
 from accounts import selectors, services
 from accounts.forms import (
-    KeyCreateForm,
     MemberInviteForm,
     MemberRoleForm,
     OrganizationSwitchForm,
     SignInForm,
     SignUpForm,
 )
-from accounts.models import ApiKey, ApiKeySecret, Membership, User
+from accounts.models import Membership, User
 from oneflow.lib.errors import NotAllowed, NotFound, ServiceError
 
 P = ParamSpec("P")
 
 SESSION_ORGANIZATION = "dashboard_organization_id"
-SESSION_NEW_SECRET = "dashboard_new_secret"  # noqa: S105 - a session key, not a secret
 # The switcher lists this many organizations; the current one is always reachable.
 SWITCHER_LIMIT = 50
 
@@ -140,11 +137,15 @@ def signup(request: HttpRequest) -> HttpResponseBase:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            user = services.user_create(email=data["email"], password=data["password"], full_name=data["full_name"])
+            user, organization = services.signup(
+                email=data["email"],
+                password=data["password"],
+                full_name=data["full_name"],
+                organization_name=data["organization"],
+            )
         except ServiceError as exc:
             form.add_service_error(exc)
         else:
-            organization = services.organization_create(name=data["organization"], owner=user)
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             request.session[SESSION_ORGANIZATION] = organization.pk
             return redirect(settings.LOGIN_REDIRECT_URL)
@@ -213,111 +214,6 @@ def organization_switch(request: HttpRequest, dashboard: Dashboard) -> HttpRespo
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=False):
         target = reverse(settings.LOGIN_REDIRECT_URL)
     return HttpResponseRedirect(target)
-
-
-# --- API keys -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KeyRow:
-    """One key as the list shows it."""
-
-    key: ApiKey
-    status: str  # active, expired or revoked
-    current: ApiKeySecret | None  # the secret issued last
-    in_grace: list[ApiKeySecret]  # older secrets that still work, until their valid_until
-
-
-def _key_row(key: ApiKey, now: datetime) -> KeyRow:
-    live = [s for s in getattr(key, "live_secrets", []) if s.is_valid_at(now)]
-    status = key.status
-    if status == ApiKey.Status.ACTIVE and not key.is_usable_at(now):
-        status = "expired"
-    current = next((s for s in live if s.valid_until is None), None)
-    return KeyRow(key=key, status=status, current=current, in_grace=[s for s in live if s.valid_until is not None])
-
-
-def _keys_page(request: HttpRequest, dashboard: Dashboard) -> Page[ApiKey]:
-    keys = selectors.api_keys_of(organization=dashboard.membership.organization)
-    paginator = Paginator(keys, settings.DASHBOARD_KEYS_PER_PAGE)
-    return paginator.get_page(request.GET.get("page"))
-
-
-def _render_keys(
-    request: HttpRequest, dashboard: Dashboard, form: KeyCreateForm | None = None, status: int = 200
-) -> HttpResponse:
-    page = _keys_page(request, dashboard)
-    now = timezone.now()
-    response = dashboard.render(
-        request,
-        "dashboard/keys.html",
-        {
-            "page": page,
-            "rows": [_key_row(key, now) for key in page.object_list],
-            "form": form or KeyCreateForm(),
-            "can_manage": dashboard.membership.can_manage,
-            # Popped: the secret is shown on this one response and never again.
-            "new_secret": request.session.pop(SESSION_NEW_SECRET, None),
-        },
-        status=status,
-    )
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-def _hold_secret_for_display(request: HttpRequest, issued: services.IssuedSecret, action: str) -> None:
-    request.session[SESSION_NEW_SECRET] = {"name": issued.key.name, "raw": issued.raw, "action": action}
-
-
-@dashboard_view
-def keys(request: HttpRequest, dashboard: Dashboard) -> HttpResponseBase:
-    if request.method != "POST":
-        return _render_keys(request, dashboard)
-    dashboard.require_manager("API keys")
-    form = KeyCreateForm(request.POST)
-    if form.is_valid():
-        try:
-            issued = services.api_key_create(
-                organization=dashboard.membership.organization, created_by=dashboard.user, **form.cleaned_data
-            )
-        except ServiceError as exc:
-            form.add_service_error(exc)
-        else:
-            _hold_secret_for_display(request, issued, "created")
-            return redirect("dashboard-keys")
-    return _render_keys(request, dashboard, form, status=400)
-
-
-def _confirm(request: HttpRequest, dashboard: Dashboard, key: ApiKey, action: str) -> HttpResponse:
-    now = timezone.now()
-    context = {"key": key, "action": action, "now": now, "grace_end": now + key.effective_grace_period()}
-    return dashboard.render(request, "dashboard/key_confirm.html", context)
-
-
-@dashboard_view
-def key_rotate(request: HttpRequest, dashboard: Dashboard, key_id: str) -> HttpResponseBase:
-    dashboard.require_manager("API keys")
-    key = selectors.api_key_get(organization=dashboard.membership.organization, public_id=key_id)
-    if request.method != "POST":
-        return _confirm(request, dashboard, key, "rotate")
-    try:
-        issued = services.api_key_rotate(key=key)
-    except ServiceError as exc:
-        messages.error(request, exc.message)
-    else:
-        _hold_secret_for_display(request, issued, "rotated")
-    return redirect("dashboard-keys")
-
-
-@dashboard_view
-def key_revoke(request: HttpRequest, dashboard: Dashboard, key_id: str) -> HttpResponseBase:
-    dashboard.require_manager("API keys")
-    key = selectors.api_key_get(organization=dashboard.membership.organization, public_id=key_id)
-    if request.method != "POST":
-        return _confirm(request, dashboard, key, "revoke")
-    services.api_key_revoke(key=key)
-    messages.success(request, f"Key “{key.name}” is revoked; its secrets no longer work.")
-    return redirect("dashboard-keys")
 
 
 # --- Members ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ urlpatterns = [
     # The customer dashboard (HTML, session auth): /signup, /signin, /dashboard/...
     path("", include("accounts.urls_dashboard")),
     path("", include("billing.urls_dashboard")),
+    path("", include("routing.urls_dashboard")),
     # /metrics; under several workers it sums them (PROMETHEUS_MULTIPROC_DIR).
     path("", include("django_prometheus.urls")),
 ]

@@ -85,6 +85,7 @@ def test_the_run_command_serves_oneflow_with_a_working_demo_key(embedded_oneflow
     process, base_url = embedded_oneflow
     key, lines = read_until_key(process)
     assert any("admin@oneflow.local" in line for line in lines), lines
+    assert any(f"{base_url}/dashboard/" in line for line in lines), lines
     wait_ready(base_url)
 
     assert call(base_url, "GET", "/v1/models", headers={"Authorization": f"Bearer {key}"}).status == 200
@@ -100,4 +101,5 @@ def test_the_run_command_serves_oneflow_with_a_working_demo_key(embedded_oneflow
     assert chat.headers["x-oneflow-provider"] == "Simulator"
     assert call(base_url, "GET", "/v1/models", headers={"Authorization": "Bearer of_live_nope"}).status == 401
     assert call(base_url, "GET", "/admin/login/").status == 200
+    assert call(base_url, "GET", "/signin").status == 200
     assert call(base_url, "GET", "/static/admin/css/base.css").status == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from rest_framework.test import APIClient
 
 from accounts import selectors, services
@@ -40,7 +41,7 @@ def test_an_owner_creates_a_key_and_sees_its_secret_only_once(as_alice: APIClien
     body = created.json()
     assert body["secret"].startswith("of_live_")
     assert selectors.api_key_authenticate(raw=body["secret"]) is not None
-    assert body["limits"] == {"rpm": 120, "input_tpm": None, "output_tpm": 50_000, "concurrency": None}
+    assert body["limits"] == {"rpm": 120, "rph": None, "input_tpm": None, "output_tpm": 50_000, "concurrency": None}
     assert body["grace_period_seconds"] == 3600
     assert body["secrets"][0]["prefix"] == body["secret"][: len("of_live_") + 12]
 
@@ -115,7 +116,9 @@ def test_a_pending_scheduled_rotation_is_revealed_once(as_alice: APIClient, acme
     issued = services.api_key_rotate(key=acme_key.key, sealed=True)
     url = keys_url(acme, f"/{acme_key.key.public_id}")
     assert as_alice.get(url).json()["reveal_pending"] is True
-    assert as_alice.post(f"{url}/reveal").json() == {"secret": issued.raw}
+    revealed = as_alice.post(f"{url}/reveal")
+    assert revealed.json() == {"secret": issued.raw}
+    assert revealed["Cache-Control"] == "no-store"
     assert as_alice.post(f"{url}/reveal").status_code == 404
     assert as_alice.get(url).json()["reveal_pending"] is False
 
@@ -152,3 +155,33 @@ def test_organization_grace_period_applies_to_its_keys(as_alice: APIClient, acme
     old = ApiKeySecret.objects.get(pk=acme_key.secret.pk)
     assert old.valid_until is not None
     assert 590 <= (old.valid_until - old.key.secrets.get(rotation=1).created_at).total_seconds() <= 600
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"limits": {"rph": 2_147_483_648}}, "limits.rph"),
+        ({"limits": {"rpm": 10**12}}, "limits.rpm"),
+        ({"grace_period_seconds": 10**18}, "grace_period_seconds"),
+    ],
+)
+def test_numbers_beyond_what_a_key_can_hold_are_refused_not_crashed_on(
+    as_alice: APIClient, acme: Organization, acme_key, body: dict, param: str
+) -> None:
+    response = as_alice.patch(keys_url(acme, f"/{acme_key.key.public_id}"), body, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+
+
+def test_the_hourly_limit_is_set_through_the_api(as_alice: APIClient, acme: Organization, acme_key) -> None:
+    url = keys_url(acme, f"/{acme_key.key.public_id}")
+    assert as_alice.patch(url, {"limits": {"rph": 500}}, format="json").json()["limits"]["rph"] == 500
+    assert ApiKey.objects.get(pk=acme_key.key.pk).limit_rph == 500
+
+
+def test_a_playground_key_has_nothing_to_reveal(as_alice: APIClient, acme: Organization, alice: User) -> None:
+    services.playground_key_for(organization=acme, user=alice)
+    key = ApiKey.objects.get(organization=acme, purpose=ApiKey.Purpose.PLAYGROUND)
+    url = keys_url(acme, f"/{key.public_id}")
+    assert as_alice.get(url).json()["reveal_pending"] is False
+    assert as_alice.post(f"{url}/reveal").status_code == 404

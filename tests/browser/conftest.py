@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, Route, ViewportSize, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from routing.snapshots import snapshots
 from tests.conftest import LiveAsgiServer
@@ -119,6 +120,18 @@ def use_phone_width(page: Page) -> None:
 
 def use_desktop_width(page: Page) -> None:
     page.set_viewport_size(DESKTOP)
+
+
+def assert_fits_the_width(page: Page) -> None:
+    """Nothing overflows sideways once the page has settled (charts size themselves
+    after load): it reads without horizontal scrolling."""
+    page.wait_for_load_state("load")
+    fits = "() => document.documentElement.scrollWidth <= window.innerWidth"
+    try:
+        page.wait_for_function(fits, timeout=5_000)
+    except PlaywrightTimeoutError:
+        widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        raise AssertionError(f"{page.url} is {widths[0]}px wide in a {widths[1]}px window") from None
 
 
 @dataclass

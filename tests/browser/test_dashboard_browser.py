@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 from playwright.sync_api import Page, expect
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from accounts.models import Membership
-from tests.browser.conftest import RequestLog, Screenshots, use_phone_width
-
-
-def assert_fits_the_width(page: Page) -> None:
-    """Nothing overflows sideways once the page has settled (charts size themselves
-    after load): it reads without horizontal scrolling."""
-    page.wait_for_load_state("load")
-    fits = "() => document.documentElement.scrollWidth <= window.innerWidth"
-    try:
-        page.wait_for_function(fits, timeout=5_000)
-    except PlaywrightTimeoutError:
-        widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-        raise AssertionError(f"{page.url} is {widths[0]}px wide in a {widths[1]}px window") from None
+from tests.browser.conftest import RequestLog, Screenshots, assert_fits_the_width, use_phone_width
 
 
 def test_a_customer_signs_up_and_reaches_the_dashboard(

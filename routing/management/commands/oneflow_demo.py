@@ -37,6 +37,8 @@ class Command(BaseCommand):
         base_url = options["base_url"].rstrip("/")
         self.stdout.write("")
         self.stdout.write(f"OneFlow admin:  {base_url}/admin/  {DEMO_EMAIL} / {demo.password}")
+        # The admin owns the demo organization: the same login opens the customer dashboard.
+        self.stdout.write(f"Dashboard:      {base_url}/dashboard/  (same login; try the Playground)")
         self.stdout.write("OneFlow demo API key:")
         self.stdout.write(demo.api_key)
         self.stdout.write(f"Model {DEMO_CHAT_MODEL} is served by {served_by}. Try:")
