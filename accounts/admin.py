@@ -1,7 +1,13 @@
 """Operator admin for people, tenants, plans and keys. Secrets are never shown:
 keys list their prefixes, and rotate/revoke go through the services. Edits of
 what gateways cache (limits, allowed models, plans) advance the configuration
-version, so they take effect on the next request."""
+version, so they take effect on the next request.
+
+Users, organizations, memberships and keys grow with the customers (100 000
+keys and more): their lists count a bounded number of rows, and other pages
+filter by one organization, key or user through the ``*_filter`` classes here,
+never by listing them all.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +17,42 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 
-from accounts import services
+from accounts import keys, services
 from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, Plan, User
 from oneflow.lib import config_version
+from oneflow.lib.admin import LargeTableAdmin, RecentFilter, RelatedIdFilter, related_id_filter
+
+
+def organization_filter(path: str = "organization") -> type[RelatedIdFilter]:
+    """Filters a list by one organization (``?organization=<id>``), e.g. from the organization's page."""
+    return related_id_filter(Organization, path)
+
+
+def api_key_filter(path: str = "api_key") -> type[RelatedIdFilter]:
+    """Filters a list by one API key (``?apikey=<id>``), e.g. from a row's key link."""
+    return related_id_filter(ApiKey, path)
+
+
+def changelist_links(links: list[tuple[str, str, dict[str, Any]]]) -> str:
+    """Links to admin lists narrowed to one row: (label, changelist URL name, query)."""
+    return format_html_join(
+        " · ", '<a href="{}?{}">{}</a>', ((reverse(name), urlencode(query), label) for label, name, query in links)
+    )
+
+
+def filter_link(label: object, **query: Any) -> str:
+    """A link to the same list narrowed by ``query``: a row's organization or key becomes its filter."""
+    return format_html('<a href="?{}">{}</a>', urlencode(query), label)
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
-    ordering = ("email",)
+class UserAdmin(LargeTableAdmin, DjangoUserAdmin):
+    ordering = ("email",)  # the unique index on email serves it
     list_display = ("email", "full_name", "is_staff", "is_active", "date_joined", "last_login")
     list_filter = ("is_staff", "is_superuser", "is_active")
     search_fields = ("email", "full_name")
@@ -32,20 +64,11 @@ class UserAdmin(DjangoUserAdmin):
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
-    show_full_result_count = False
 
 
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    extra = 0
-    autocomplete_fields = ("user",)
-
-
-class GatewayConfigAdmin(admin.ModelAdmin):
+class GatewayConfigAdmin(LargeTableAdmin, admin.ModelAdmin):
     """Advances the configuration version after every change made here: gateways
     cache keys with their limits and drop them when it moves."""
-
-    show_full_result_count = False
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
@@ -87,14 +110,15 @@ class PlanAdmin(GatewayConfigAdmin):
 @admin.register(Organization)
 class OrganizationAdmin(GatewayConfigAdmin):
     list_display = ("name", "slug", "plan", "limit_rpm", "limit_rph", "api_key_grace_period", "created_at")
-    list_filter = ("plan",)
+    list_filter = ("plan",)  # plans are few
     search_fields = ("name", "slug")
     list_select_related = ("plan",)
     autocomplete_fields = ("plan",)
+    ordering = ("-pk",)
     prepopulated_fields: ClassVar = {"slug": ("name",)}
-    readonly_fields = ("created_at",)
+    readonly_fields = ("created_at", "related")
     fieldsets = (
-        (None, {"fields": ("name", "slug", "time_zone", "api_key_grace_period", "created_at")}),
+        (None, {"fields": ("name", "slug", "time_zone", "api_key_grace_period", "created_at", "related")}),
         (
             "Rate limits",
             {
@@ -108,17 +132,29 @@ class OrganizationAdmin(GatewayConfigAdmin):
             },
         ),
     )
-    inlines = (MembershipInline,)
+
+    @admin.display(description="see also")
+    def related(self, organization: Organization) -> str:
+        # Links, not inlines: an organization may have thousands of keys or members.
+        if organization.pk is None:
+            return "-"
+        query = {"organization": organization.pk}
+        return changelist_links(
+            [
+                ("Members", "admin:accounts_membership_changelist", query),
+                ("API keys", "admin:accounts_apikey_changelist", query),
+            ]
+        )
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(LargeTableAdmin, admin.ModelAdmin):
     list_display = ("user", "organization", "role", "created_at")
-    list_filter = ("role",)
+    list_filter = ("role", organization_filter(), related_id_filter(User, "user"))
     search_fields = ("user__email", "organization__name", "organization__slug")
     list_select_related = ("user", "organization")
     autocomplete_fields = ("user", "organization")
-    show_full_result_count = False
+    ordering = ("-pk",)
 
 
 class ApiKeySecretInline(admin.TabularInline):
@@ -138,17 +174,30 @@ class ApiKeySecretInline(admin.TabularInline):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(GatewayConfigAdmin):
-    list_display = ("name", "public_id", "organization", "status", "expires_at", "last_used_at", "created_at")
-    list_filter = ("status",)
-    search_fields = ("name", "public_id", "organization__name", "secrets__prefix")
+    list_display = ("name", "public_id", "organization_link", "status", "expires_at", "last_used_at", "created_at")
+    list_filter = ("status", "purpose", RecentFilter, organization_filter())
+    # Exact id or a name's start; a secret's prefix is looked up by get_search_results.
+    search_fields = ("public_id__exact", "^name")
+    search_help_text = "A key id (key_…), a secret's prefix (of_live_…), or the start of a key's name."
     list_select_related = ("organization",)
     autocomplete_fields = ("organization", "created_by")
-    readonly_fields = ("public_id", "status", "created_at", "revoked_at", "last_used_at", "next_rotation_at")
+    ordering = ("-pk",)  # newest first, from the primary key's index
+    sortable_by = ("name", "public_id", "status")
+    readonly_fields = (
+        "public_id",
+        "status",
+        "purpose",
+        "created_at",
+        "revoked_at",
+        "last_used_at",
+        "next_rotation_at",
+    )
     fields = (
         "public_id",
         "organization",
         "name",
         "status",
+        "purpose",
         "created_by",
         "created_at",
         "expires_at",
@@ -161,7 +210,20 @@ class ApiKeyAdmin(GatewayConfigAdmin):
     )
     inlines = (ApiKeySecretInline,)
     actions = ("rotate_keys", "revoke_keys")
-    date_hierarchy = "created_at"
+
+    @admin.display(description="organization")
+    def organization_link(self, key: ApiKey) -> str:
+        return filter_link(key.organization, organization=key.organization_id)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ApiKey], search_term: str
+    ) -> tuple[QuerySet[ApiKey], bool]:
+        term = search_term.strip()
+        if term.startswith(keys.PREFIX):
+            # A secret's visible prefix (or a whole secret): one probe of the unique prefix index.
+            prefix = term.removeprefix(keys.PREFIX)[: keys.PREFIX_LENGTH]
+            return queryset.filter(pk__in=ApiKeySecret.objects.filter(prefix=prefix).values("key_id")), False
+        return super().get_search_results(request, queryset, search_term)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # A key's secret is shown once, to the person who asked for it: keys

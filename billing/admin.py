@@ -1,10 +1,17 @@
 """Billing in the admin: prices are versioned, money tables are read-only, and
-credits move only through the ledger services."""
+credits move only through the ledger services.
+
+Usage events, ledger entries and rollups grow with traffic (a million rows is an
+ordinary month): their lists read one index range a page. They are ordered by
+an indexed time, count at most oneflow.lib.admin.COUNT_CAP rows, search by exact
+ids only, and filter by choices that need no query (status class, recent window)
+or by one organization or key given by id (a row's organization links to it).
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from django import forms
@@ -19,17 +26,17 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts.admin import api_key_filter, changelist_links, filter_link, organization_filter
 from billing import price_imports, selectors, services
 from billing.forms import PriceFileForm, PriceImportConfirmForm, RefundForm
-from billing.models import BillingAccount, Budget, BudgetAlert, LedgerEntry, Price, UsageEvent
+from billing.models import BillingAccount, Budget, BudgetAlert, LedgerEntry, Price, UsageEvent, UsageRollup
 from oneflow.lib import money
+from oneflow.lib.admin import LargeTableAdmin, RecentFilter
 from oneflow.lib.errors import ServiceError
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(LargeTableAdmin, admin.ModelAdmin):
     """For records of what happened: viewable, never edited or deleted here."""
-
-    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -41,12 +48,56 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class StatusClassFilter(admin.SimpleListFilter):
+    """Answers by class, served by the time index (2xx) or the failures' (4xx, 5xx).
+    Listing each status code seen would read the whole table (SELECT DISTINCT)."""
+
+    title = "status"
+    parameter_name = "status"
+    CLASSES: ClassVar = {"2xx": (200, 300), "4xx": (400, 500), "5xx": (500, 600)}
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name in self.CLASSES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[UsageEvent]) -> QuerySet[UsageEvent]:
+        if (bounds := self.CLASSES.get(self.value() or "")) is None:
+            return queryset
+        return queryset.filter(status_code__gte=bounds[0], status_code__lt=bounds[1])
+
+
+class RecentBucketFilter(RecentFilter):
+    field_name = "bucket"
+
+
+class LedgerOrganizationFilter(organization_filter("account__organization")):  # type: ignore[misc]
+    """Filters by the organization's account id, looked up first. Given the id
+    itself, the planner knows how many entries the account has and reads them
+    newest first through the statement index; through a join or a subquery it
+    guesses a few, and reads and sorts all of a large account's entries."""
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if (chosen := self.chosen()) is None:
+            return queryset
+        account_id = BillingAccount.objects.filter(organization_id=chosen).values_list("pk", flat=True).first()
+        return queryset.none() if account_id is None else queryset.filter(account_id=account_id)
+
+
+def _organization(row: UsageEvent | UsageRollup | LedgerEntry) -> str:
+    organization = row.account.organization if isinstance(row, LedgerEntry) else row.organization
+    return filter_link(organization, organization=organization.pk)
+
+
+def _api_key(row: UsageEvent | UsageRollup) -> str:
+    return "-" if row.api_key is None else filter_link(row.api_key.name, apikey=row.api_key_id)
+
+
 @admin.register(UsageEvent)
 class UsageEventAdmin(ReadOnlyAdmin):
     list_display = (
         "created_at",
         "request_id",
-        "organization",
+        "organization_link",
+        "api_key_link",
         "public_model",
         "provider",
         "status_code",
@@ -54,23 +105,101 @@ class UsageEventAdmin(ReadOnlyAdmin):
         "completion_tokens",
         "usage_source",
         "latency_ms",
+        "cost_display",
     )
-    list_filter = ("status_code", "usage_source", "stream", "endpoint")
-    search_fields = ("request_id", "public_model", "provider")
-    list_select_related = ("organization",)
+    # Each filter is served by an index. None by usage source or stream: no index
+    # serves them, and a rare value would make the list read the whole table.
+    list_filter = (RecentFilter, StatusClassFilter, organization_filter(), api_key_filter())
+    # Exact (case-sensitive: "=" would compare UPPER()s, which no index serves): one probe
+    # of the unique index. A substring search would read every row.
+    search_fields = ("request_id__exact",)
+    search_help_text = "A request id (the x-request-id header), exactly."
+    list_select_related = ("organization", "api_key")
+    # The created_at index serves this order (and the organization's or key's index once filtered by them).
     ordering = ("-created_at",)
+    sortable_by = ("created_at",)
+
+    @admin.display(description="organization")
+    def organization_link(self, event: UsageEvent) -> str:
+        return _organization(event)
+
+    @admin.display(description="key")
+    def api_key_link(self, event: UsageEvent) -> str:
+        return _api_key(event)
+
+    @admin.display(description="cost (credits)")
+    def cost_display(self, event: UsageEvent) -> str:
+        return money.display_text(event.cost)
+
+
+@admin.register(UsageRollup)
+class UsageRollupAdmin(ReadOnlyAdmin):
+    """What dashboards and the usage API read: usage summed per hour or day. Written by the rollup job only."""
+
+    list_display = (
+        "bucket",
+        "period",
+        "organization_link",
+        "api_key_link",
+        "public_model",
+        "provider",
+        "requests",
+        "errors",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_display",
+    )
+    list_filter = ("period", RecentBucketFilter, organization_filter(), api_key_filter())
+    search_fields = ("public_model__exact",)
+    search_help_text = "A public model's name, exactly."
+    list_select_related = ("organization", "api_key")
+    ordering = ("-bucket",)  # index billing_rollup_bucket
+    sortable_by = ("bucket",)
+
+    @admin.display(description="organization")
+    def organization_link(self, rollup: UsageRollup) -> str:
+        return _organization(rollup)
+
+    @admin.display(description="key")
+    def api_key_link(self, rollup: UsageRollup) -> str:
+        return _api_key(rollup)
+
+    @admin.display(description="cost (credits)")
+    def cost_display(self, rollup: UsageRollup) -> str:
+        return money.display_text(rollup.cost)
 
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
     """Entries are never edited; a charge is corrected by refunding it, through the refund service."""
 
-    list_display = ("created_at", "account", "kind", "amount", "request_id", "note", "created_by", "refund_link")
-    list_filter = ("kind",)
-    search_fields = ("idempotency_key", "request_id", "account__organization__name")
+    list_display = (
+        "created_at",
+        "organization_link",
+        "kind",
+        "amount_display",
+        "request_id",
+        "note",
+        "created_by",
+        "refund_link",
+    )
+    list_filter = ("kind", RecentFilter, LedgerOrganizationFilter)
+    # Exact only, each served by an index (billing_ledger_request, the unique idempotency key).
+    search_fields = ("request_id__exact", "idempotency_key__exact")
+    search_help_text = "A request id or an idempotency key, exactly."
     list_select_related = ("account__organization", "created_by")
+    # Index billing_ledger_created; once filtered by organization, the statement index.
     ordering = ("-created_at",)
+    sortable_by = ("created_at",)
     actions = ("refund_charges",)
+
+    @admin.display(description="organization")
+    def organization_link(self, entry: LedgerEntry) -> str:
+        return _organization(entry)
+
+    @admin.display(description="amount (credits)")
+    def amount_display(self, entry: LedgerEntry) -> str:
+        return money.display_text(entry.amount)
 
     def has_refund_permission(self, request: HttpRequest) -> bool:
         # Entries are never added by hand here, so the add permission is free to mean "may refund".
@@ -280,13 +409,27 @@ class GrantForm(forms.ModelForm):
 
 
 @admin.register(BillingAccount)
-class BillingAccountAdmin(admin.ModelAdmin):
+class BillingAccountAdmin(LargeTableAdmin, admin.ModelAdmin):
     form = GrantForm
     list_display = ("organization", "balance_display", "markup", "updated_at")
     search_fields = ("organization__name", "organization__slug")
     list_select_related = ("organization",)
-    readonly_fields = ("organization", "balance_display")
-    show_full_result_count = False
+    readonly_fields = ("organization", "balance_display", "related")
+    ordering = ("-pk",)
+
+    @admin.display(description="see also")
+    def related(self, account: BillingAccount) -> str:
+        # Links, not inlines: an organization's usage and ledger run to millions of rows.
+        query = {"organization": account.organization_id}
+        return changelist_links(
+            [
+                ("Ledger", "admin:billing_ledgerentry_changelist", query),
+                ("Usage events", "admin:billing_usageevent_changelist", query),
+                ("Usage rollups", "admin:billing_usagerollup_changelist", query),
+                ("Budgets", "admin:billing_budget_changelist", query),
+                ("Budget alerts", "admin:billing_budgetalert_changelist", query),
+            ]
+        )
 
     @admin.display(description="balance (credits)")
     def balance_display(self, account: BillingAccount) -> str:
@@ -323,17 +466,16 @@ class BillingAccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(LargeTableAdmin, admin.ModelAdmin):
     """Budgets are gateway configuration: every change here reaches the gateways at once."""
 
     list_display = ("organization", "api_key", "period", "limit", "alert_thresholds", "enabled", "updated_at")
-    list_filter = ("period", "enabled")
-    search_fields = ("organization__name", "organization__slug", "api_key__name", "api_key__public_id")
+    list_filter = ("period", "enabled", organization_filter(), api_key_filter())
+    search_fields = ("organization__name", "organization__slug", "api_key__public_id__exact")
     list_select_related = ("organization", "api_key")
     autocomplete_fields = ("organization", "api_key")
     readonly_fields = ("created_at", "updated_at")
-    ordering = ("organization__name", "api_key_id", "period")
-    show_full_result_count = False
+    ordering = ("-pk",)
 
     def save_model(self, request: HttpRequest, obj: Budget, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
@@ -351,7 +493,7 @@ class BudgetAdmin(admin.ModelAdmin):
 @admin.register(BudgetAlert)
 class BudgetAlertAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "budget", "threshold", "spent", "limit", "window_start")
-    list_filter = ("threshold",)
-    search_fields = ("budget__organization__name", "budget__organization__slug", "budget__api_key__public_id")
+    list_filter = ("budget__period", organization_filter("budget__organization"))
+    search_fields = ("budget__organization__name", "budget__organization__slug", "budget__api_key__public_id__exact")
     list_select_related = ("budget__organization", "budget__api_key")
-    ordering = ("-created_at",)
+    ordering = ("-pk",)

@@ -68,6 +68,9 @@ class UsageEvent(models.Model):
             models.Index(fields=["api_key", "created_at"], name="billing_usage_key_recent"),
             # Retention: dropping detail older than the window.
             models.Index(fields=["created_at"], name="billing_usage_created"),
+            # The admin's usage list filtered to 4xx or 5xx: failures are few, so
+            # walking the whole time index to find them would read most of the table.
+            models.Index(fields=["created_at"], name="billing_usage_failed", condition=models.Q(status_code__gte=400)),
         ]
 
     def __str__(self) -> str:
@@ -167,6 +170,13 @@ class LedgerEntry(models.Model):
         indexes: ClassVar = [
             # The statement: one account's entries, newest first.
             models.Index(fields=["account", "-created_at"], name="billing_ledger_statement"),
+            # The admin's ledger list: every account's entries, newest first.
+            models.Index(fields=["created_at"], name="billing_ledger_created"),
+            # refundable() and the admin's search: a request's charge and refunds.
+            models.Index(fields=["request_id"], name="billing_ledger_request"),
+            # The admin's ledger filtered to a kind other than charges (grants, refunds...): they
+            # are few among the charges, which the time index would make it walk through.
+            models.Index(fields=["created_at"], name="billing_ledger_not_charge", condition=~models.Q(kind="charge")),
         ]
 
     def __str__(self) -> str:
@@ -210,6 +220,8 @@ class UsageRollup(models.Model):
         indexes: ClassVar = [
             # The usage API: one organization's buckets of one period in a date range.
             models.Index(fields=["organization", "period", "bucket"], name="billing_rollup_range"),
+            # Every organization's buckets in a range: the admin's rollup list and the operator overview.
+            models.Index(fields=["bucket"], name="billing_rollup_bucket"),
         ]
 
     def __str__(self) -> str:

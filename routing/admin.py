@@ -13,7 +13,10 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
+import routing.admin_overview  # noqa: F401 - registers the operator overview
+from accounts.admin import organization_filter
 from oneflow.lib import money
+from oneflow.lib.admin import LargeTableAdmin
 from providers.admin import ConfigAdmin
 from routing import breakers, selectors
 from routing.breakers import Health, State
@@ -21,8 +24,9 @@ from routing.models import DeploymentHealth, ModelAccess, RouteResults
 
 
 @admin.register(ModelAccess)
-class ModelAccessAdmin(ConfigAdmin):
+class ModelAccessAdmin(LargeTableAdmin, ConfigAdmin):
     list_display = ("public_model", "organization", "created_at")
+    list_filter = ("public_model", organization_filter())  # public models are few; organizations are not
     search_fields = ("public_model__name", "organization__name")
     list_select_related = ("public_model", "organization")
     autocomplete_fields = ("public_model", "organization")

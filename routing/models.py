@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 from django.db import models
 from django.utils import timezone
 
+from billing.models import UsageRollup
 from providers.models import Deployment, PublicModel
 
 if TYPE_CHECKING:
@@ -49,3 +50,21 @@ class RouteResults(PublicModel):
         proxy = True
         verbose_name = "route results"
         verbose_name_plural = "route results"
+
+
+class _NoRows(models.Manager["Overview"]):
+    def get_queryset(self) -> models.QuerySet[Overview]:
+        return super().get_queryset().none()
+
+
+class Overview(UsageRollup):
+    """The operator overview: a page, not a table (routing.admin_overview). Its
+    figures are sums of the usage rollups; it lists no row of its own, so the
+    admin has no change page to offer for it."""
+
+    objects: ClassVar[_NoRows] = _NoRows()
+
+    class Meta:
+        proxy = True
+        verbose_name = "operator overview"
+        verbose_name_plural = "operator overview"

@@ -14,10 +14,13 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Aggregate, Count, F, FloatField, Q, QuerySet, Sum, Window
 from django.db.models.functions import RowNumber
+from redis.exceptions import RedisError
 
 from billing.models import UsageEvent
 from oneflow.lib import money
 from providers.models import Deployment, PublicModel, Strategy
+from routing import breakers
+from routing.breakers import Health, State
 from routing.models import ModelAccess
 
 
@@ -263,3 +266,53 @@ def _weight_shares(deployments: list[Deployment], strategy: str) -> dict[int, fl
 
 def _per_request(total: Decimal, requests: int) -> Decimal | None:
     return money.CONTEXT.divide(total, Decimal(requests)) if requests else None
+
+
+# --- Operator overview: every deployment's breaker and health ------------------------------
+
+# Deployments are operator configuration (tens, not thousands); the cap keeps the page
+# bounded should that ever change. The health page lists the rest.
+HEALTH_BOARD_LIMIT = 200
+_STATE_ORDER = {State.OPEN: 0, State.HALF_OPEN: 1, State.CLOSED: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentStatus:
+    deployment: Deployment
+    health: Health | None  # None when Redis did not answer
+
+
+@dataclass(frozen=True, slots=True)
+class HealthBoard:
+    rows: tuple[DeploymentStatus, ...]  # open breakers first, then half-open, then closed
+    open: int  # among the rows
+    half_open: int
+    limit: int  # the most deployments the board shows
+    more: bool  # more deployments exist than the board shows
+    redis_ok: bool  # False: breaker states are unknown, not closed
+
+
+def health_board(*, limit: int = HEALTH_BOARD_LIMIT) -> HealthBoard:
+    """Every deployment (up to ``limit``) with its breaker state and live health figures:
+    one query and one Redis round trip, whatever the traffic."""
+    found = list(
+        Deployment.objects.select_related("provider", "public_model").order_by(
+            "provider__name", "public_model__name", "pk"
+        )[: limit + 1]
+    )
+    deployments, more = found[:limit], len(found) > limit
+    try:
+        health: dict[int, Health] | None = breakers.deployments_health(deployment_ids=[d.pk for d in deployments])
+    except RedisError:
+        health = None  # the page still shows traffic and spend while Redis is down
+    rows = [DeploymentStatus(d, None if health is None else health.get(d.pk)) for d in deployments]
+    rows.sort(key=lambda row: _STATE_ORDER[row.health.state] if row.health else len(_STATE_ORDER))
+    states = [row.health.state for row in rows if row.health]
+    return HealthBoard(
+        rows=tuple(rows),
+        open=states.count(State.OPEN),
+        half_open=states.count(State.HALF_OPEN),
+        limit=limit,
+        more=more,
+        redis_ok=health is not None,
+    )
