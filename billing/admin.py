@@ -31,21 +31,12 @@ from billing import price_imports, selectors, services
 from billing.forms import PriceFileForm, PriceImportConfirmForm, RefundForm
 from billing.models import BillingAccount, Budget, BudgetAlert, LedgerEntry, Price, UsageEvent, UsageRollup
 from oneflow.lib import money
-from oneflow.lib.admin import LargeTableAdmin, RecentFilter
+from oneflow.lib.admin import LargeTableAdmin, RecentFilter, ViewOnlyAdmin
 from oneflow.lib.errors import ServiceError
 
 
-class ReadOnlyAdmin(LargeTableAdmin, admin.ModelAdmin):
+class ReadOnlyAdmin(ViewOnlyAdmin, LargeTableAdmin, admin.ModelAdmin):
     """For records of what happened: viewable, never edited or deleted here."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class StatusClassFilter(admin.SimpleListFilter):

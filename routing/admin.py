@@ -16,10 +16,9 @@ from django.utils import timezone
 import routing.admin_overview  # noqa: F401 - registers the operator overview
 from accounts.admin import organization_filter
 from oneflow.lib import money
-from oneflow.lib.admin import LargeTableAdmin
+from oneflow.lib.admin import LargeTableAdmin, ViewOnlyAdmin
 from providers.admin import ConfigAdmin
-from routing import breakers, selectors
-from routing.breakers import Health, State
+from routing import breakers, health_display, selectors
 from routing.models import DeploymentHealth, ModelAccess, RouteResults
 
 
@@ -40,9 +39,6 @@ class _HealthChangeList(ChangeList):
         found = breakers.deployments_health(deployment_ids=[row.pk for row in self.result_list])
         for row in self.result_list:
             row.health = found.get(row.pk)
-
-
-_NONE = "—"
 
 
 @admin.register(DeploymentHealth)
@@ -83,26 +79,19 @@ class DeploymentHealthAdmin(admin.ModelAdmin):
 
     @admin.display(description="breaker")
     def breaker(self, row: DeploymentHealth) -> str:
-        health = row.health
-        if health is None:
-            return _NONE
-        label = {State.CLOSED: "closed", State.HALF_OPEN: "half-open", State.OPEN: "open"}[health.state]
-        return f"{label} (forced)" if health.forced else label
+        return health_display.breaker_text(row.health)
 
     @admin.display(description="latency (EWMA)")
     def latency(self, row: DeploymentHealth) -> str:
-        return _milliseconds(row.health.latency_ms if row.health else None)
+        return health_display.milliseconds(row.health.latency_ms if row.health else None)
 
     @admin.display(description="time to first token (EWMA)")
     def ttft(self, row: DeploymentHealth) -> str:
-        return _milliseconds(row.health.ttft_ms if row.health else None)
+        return health_display.milliseconds(row.health.ttft_ms if row.health else None)
 
     @admin.display(description="errors (last minute)")
     def error_rate(self, row: DeploymentHealth) -> str:
-        health: Health | None = row.health
-        if health is None or health.error_rate is None:
-            return _NONE
-        return f"{health.error_rate:.0%} of {health.calls}"
+        return health_display.error_rate_text(row.health)
 
     @admin.action(description="Open breaker (held open until closed here)", permissions=["change"])
     def open_breakers(self, request: HttpRequest, queryset: QuerySet[DeploymentHealth]) -> None:
@@ -115,12 +104,8 @@ class DeploymentHealthAdmin(admin.ModelAdmin):
         self.message_user(request, f"Closed {len(moved)} breaker(s).")
 
 
-def _milliseconds(value: float | None) -> str:
-    return _NONE if value is None else f"{value:.0f} ms"
-
-
 @admin.register(RouteResults)
-class RouteResultsAdmin(admin.ModelAdmin):
+class RouteResultsAdmin(ViewOnlyAdmin, admin.ModelAdmin):
     """A/B results: for one model, each deployment's requests, failures, latency and
     cost over the last hour, day or week, next to the share its weight asks for.
 
@@ -133,15 +118,6 @@ class RouteResultsAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     ordering = ("name",)
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
@@ -180,17 +156,17 @@ def _arm_row(arm: selectors.Arm) -> dict[str, Any]:
         "url": reverse("admin:providers_deployment_change", args=[arm.deployment_id]) if deployment else "",
         "serves": "" if arm.own or deployment is None else deployment.public_model.name,
         "enabled": deployment is not None and deployment.enabled and deployment.provider.enabled,
-        "priority": deployment.priority if deployment else _NONE,
-        "weight": deployment.weight if deployment else _NONE,
+        "priority": deployment.priority if deployment else health_display.NONE,
+        "weight": deployment.weight if deployment else health_display.NONE,
         "weight_share": _percent(arm.weight_share),
         "traffic_share": _percent(arm.traffic_share),
         "requests": arm.requests,
         "errors": arm.errors,
         "error_rate": _percent(arm.error_rate),
-        "p50": _milliseconds(arm.latency.p50),
-        "p95": _milliseconds(arm.latency.p95),
-        "p99": _milliseconds(arm.latency.p99),
-        "ttft_p50": _milliseconds(arm.latency.ttft_p50),
+        "p50": health_display.milliseconds(arm.latency.p50),
+        "p95": health_display.milliseconds(arm.latency.p95),
+        "p99": health_display.milliseconds(arm.latency.p99),
+        "ttft_p50": health_display.milliseconds(arm.latency.ttft_p50),
         "cost": _money(arm.cost_per_request),
         "provider_cost": _money(arm.provider_cost_per_request),
         "margin": _money(arm.margin_per_request),
@@ -198,8 +174,8 @@ def _arm_row(arm: selectors.Arm) -> dict[str, Any]:
 
 
 def _percent(value: float | None) -> str:
-    return _NONE if value is None else f"{value:.1%}"
+    return health_display.NONE if value is None else f"{value:.1%}"
 
 
 def _money(value: Decimal | None) -> str:
-    return _NONE if value is None else money.display_text(value)
+    return health_display.NONE if value is None else money.display_text(value)

@@ -26,17 +26,15 @@ from billing import selectors as billing_selectors
 from billing.models import UsageRollup
 from billing.selectors import PlatformUsage, UsageLeader, UsageSums
 from oneflow.lib import money
-from routing import selectors
-from routing.breakers import Health, State
+from oneflow.lib.admin import ViewOnlyAdmin
+from routing import health_display, selectors
 from routing.models import Overview
 
 VIEW_PERMISSION = "billing.view_usagerollup"
-_NONE = "—"
-_STATES = {State.CLOSED: "closed", State.HALF_OPEN: "half-open", State.OPEN: "open"}
 
 
 @admin.register(Overview)
-class OverviewAdmin(admin.ModelAdmin):
+class OverviewAdmin(ViewOnlyAdmin, admin.ModelAdmin):
     """Its changelist is the overview; it has no rows to add, change or delete."""
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -45,15 +43,6 @@ class OverviewAdmin(admin.ModelAdmin):
     def has_module_permission(self, request: HttpRequest) -> bool:
         # Listed under Routing on the index for whoever may open it, routing permissions or not.
         return self.has_view_permission(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if request.method not in ("GET", "HEAD"):
@@ -136,29 +125,12 @@ def _health_row(row: selectors.DeploymentStatus) -> dict[str, Any]:
         "url": reverse("admin:routing_deploymenthealth_change", args=[deployment.pk]),
         "enabled": deployment.enabled and deployment.provider.enabled,
         "state": health.state.value if health else "unknown",
-        "breaker": _breaker(health),
-        "latency": _milliseconds(health.latency_ms if health else None),
-        "ttft": _milliseconds(health.ttft_ms if health else None),
-        "error_rate": _error_rate(health),
+        "breaker": health_display.breaker_text(health, unknown="unknown"),
+        "latency": health_display.milliseconds(health.latency_ms if health else None),
+        "ttft": health_display.milliseconds(health.ttft_ms if health else None),
+        "error_rate": health_display.error_rate_text(health),
     }
 
 
-def _breaker(health: Health | None) -> str:
-    if health is None:
-        return "unknown"
-    label = _STATES[health.state]
-    return f"{label} (forced)" if health.forced else label
-
-
-def _error_rate(health: Health | None) -> str:
-    if health is None or health.error_rate is None:
-        return _NONE
-    return f"{health.error_rate:.0%} of {health.calls}"
-
-
-def _milliseconds(value: float | None) -> str:
-    return _NONE if value is None else f"{value:.0f} ms"
-
-
 def _percent(value: float | None) -> str:
-    return _NONE if value is None else f"{value:.1%}"
+    return health_display.NONE if value is None else f"{value:.1%}"

@@ -22,6 +22,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts import services
 from accounts.models import Membership, Organization, User
+from routing.snapshots import snapshots
+from tests.fakes import FakeUpstream
 
 PASSWORD = "correct horse battery staple"
 
@@ -149,3 +151,22 @@ def live_services() -> None:
     """Skips unless the suite runs against real PostgreSQL and Redis (as in CI)."""
     if not (settings.REDIS_URL and settings.DATABASES["default"]["ENGINE"].endswith("postgresql")):
         pytest.skip("needs DATABASE_URL (PostgreSQL) and REDIS_URL")
+
+
+# The API key the fake upstream providers expect from the gateway.
+UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    """A fake provider speaking the OpenAI and Anthropic wire formats over HTTP."""
+    with FakeUpstream(api_key=UPSTREAM_KEY) as up:
+        yield up
+
+
+@pytest.fixture
+def fresh_snapshots() -> Iterator[None]:
+    """The gateway's in-process snapshots must not outlive a test's database rows."""
+    snapshots.__init__()  # type: ignore[misc]
+    yield
+    snapshots.__init__()  # type: ignore[misc]

@@ -54,6 +54,20 @@ class LargeTableAdmin:
     show_facets = admin.ShowFacets.NEVER
 
 
+class ViewOnlyAdmin:
+    """Mixin for pages that only show: records of what happened, reports. Nothing
+    is added, changed or deleted through them."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class RelatedIdFilter(admin.SimpleListFilter):
     """Filters by one related row, given by id in the URL: the related pages
     link here with it. Only the chosen row is listed, as listing every

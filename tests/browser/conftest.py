@@ -19,7 +19,6 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, ViewportSize, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from routing.snapshots import snapshots
 from tests.conftest import LiveAsgiServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,13 +30,10 @@ LOCAL_SCHEMES = {"data", "blob", "about"}
 
 
 @pytest.fixture
-def server(live_asgi: LiveAsgiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveAsgiServer]:
+def server(live_asgi: LiveAsgiServer, fresh_snapshots: None, monkeypatch: pytest.MonkeyPatch) -> LiveAsgiServer:
     """OneFlow's real ASGI app (Django, static files and the /v1 gateway) on a free port."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    # The gateway's in-process snapshots must not outlive the previous test's database rows.
-    snapshots.__init__()  # type: ignore[misc]
-    yield live_asgi
-    snapshots.__init__()  # type: ignore[misc]
+    return live_asgi
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -12,17 +11,10 @@ from playwright.sync_api import Page, expect
 from accounts.models import Organization, User
 from billing.models import UsageEvent
 from billing.services import credits_grant, usage_drain
-from tests.browser.conftest import SCREENSHOTS, use_phone_width
-from tests.browser.test_dashboard_browser import assert_fits_the_width
+from tests.browser.conftest import SCREENSHOTS, assert_fits_the_width, use_phone_width
 from tests.conftest import LiveAsgiServer
-from tests.dashboard.test_playground import UPSTREAM_KEY, add_model, route_to
+from tests.dashboard.test_playground import add_model, route_to
 from tests.fakes import DEFAULT_REPLY, Behave, FakeUpstream
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(api_key=UPSTREAM_KEY) as up:
-        yield up
 
 
 def sign_in(page: Page, server: LiveAsgiServer, user: User) -> None:

@@ -12,7 +12,6 @@ import json
 import re
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,12 +30,10 @@ from billing.services import credits_grant, usage_drain
 from providers.models import Credential, Deployment, Provider, PublicModel
 from providers.services import credential_set_secret
 from routing.models import ModelAccess
-from routing.snapshots import snapshots
-from tests.conftest import LiveAsgiServer
+from tests.conftest import UPSTREAM_KEY, LiveAsgiServer
 from tests.dashboard.conftest import asset_urls, is_same_origin
 from tests.fakes import DEFAULT_REPLY, Behave, FakeUpstream
 
-UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 PAGE = "/dashboard/playground"
 CHAT = "/dashboard/playground/chat"
 
@@ -226,18 +223,9 @@ def test_each_person_has_their_own_key(acme: Organization, alice: User, bob: Use
 # --- Through the live gateway ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(api_key=UPSTREAM_KEY) as up:
-        yield up
-
-
 @pytest.fixture(autouse=True)
-def _fresh_snapshots() -> Iterator[None]:
+def _fresh_snapshots(fresh_snapshots: None) -> None:
     """The gateway's in-process snapshots must not outlive a test's database rows."""
-    snapshots.__init__()  # type: ignore[misc]
-    yield
-    snapshots.__init__()  # type: ignore[misc]
 
 
 @dataclass

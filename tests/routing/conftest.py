@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -13,25 +12,12 @@ from billing.models import UsageEvent
 from billing.services import credits_grant, usage_drain
 from providers.models import Deployment, Provider, PublicModel
 from providers.services import catalog_seed_demo
-from routing.snapshots import snapshots
 from tests.conftest import LiveAsgiServer
-from tests.fakes import FakeUpstream
-
-UPSTREAM_KEY = "sk-upstream-secret-0123456789"
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(api_key=UPSTREAM_KEY) as up:
-        yield up
 
 
 @pytest.fixture(autouse=True)
-def _fresh_snapshots() -> Iterator[None]:
+def _fresh_snapshots(fresh_snapshots: None) -> None:
     """Each test builds its own catalog and keys; no worker state survives it."""
-    snapshots.__init__()  # type: ignore[misc]
-    yield
-    snapshots.__init__()  # type: ignore[misc]
 
 
 @dataclass

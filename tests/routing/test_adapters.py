@@ -17,8 +17,9 @@ from django.test import override_settings
 from billing.models import Price
 from providers.models import Credential, Deployment, Provider, PublicModel
 from providers.services import credential_set_secret
+from tests.conftest import UPSTREAM_KEY
 from tests.fakes import DEFAULT_REPLY, JSON_REPLY, Behave, FakeUpstream, anthropic_api, gemini_api, openai_api
-from tests.routing.conftest import UPSTREAM_KEY, Gateway
+from tests.routing.conftest import Gateway
 
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to the gateway"}]
 WEATHER_TOOL: Any = {

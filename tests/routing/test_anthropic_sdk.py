@@ -13,8 +13,9 @@ from typing import Any
 import anthropic
 import pytest
 
+from tests.conftest import UPSTREAM_KEY
 from tests.fakes import Behave, FakeUpstream
-from tests.routing.conftest import UPSTREAM_KEY, Gateway
+from tests.routing.conftest import Gateway
 from tests.routing.test_adapters import route
 
 LEGACY_SDK = Path(__file__).resolve().parents[2] / ".venv" / "legacy-sdk"

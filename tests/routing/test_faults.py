@@ -29,8 +29,9 @@ from billing.models import LedgerEntry, Price, UsageEvent
 from providers.models import Credential, Deployment, Provider, PublicModel
 from providers.services import credential_set_secret
 from tests import http
+from tests.conftest import UPSTREAM_KEY
 from tests.fakes import DEFAULT_REPLY, Behave, FakeUpstream, split_reply
-from tests.routing.conftest import UPSTREAM_KEY, Gateway
+from tests.routing.conftest import Gateway
 from tests.routing.test_adapters import KINDS
 
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to the gateway"}]

@@ -27,8 +27,9 @@ from providers.services import credential_flag
 from routing import tasks
 from routing.breakers import Breakers, Health, Outcome, State, Verdict
 from routing.probes import deployments_probe
+from tests.conftest import UPSTREAM_KEY
 from tests.fakes import Behave, FakeUpstream
-from tests.routing.conftest import UPSTREAM_KEY, Gateway
+from tests.routing.conftest import Gateway
 from tests.routing.test_adapters import route
 
 NOW = 1_800_000_000.0  # the breakers' clock, passed explicitly: cooldowns without waiting

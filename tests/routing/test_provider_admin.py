@@ -10,8 +10,9 @@ from django.urls import reverse
 from accounts.models import User
 from billing.models import Price
 from providers.models import Credential, Deployment, Provider, PublicModel
+from tests.conftest import UPSTREAM_KEY
 from tests.fakes import Behave, FakeUpstream
-from tests.routing.conftest import UPSTREAM_KEY, Gateway
+from tests.routing.conftest import Gateway
 from tests.routing.test_adapters import route
 
 
