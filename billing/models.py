@@ -71,6 +71,12 @@ class UsageEvent(models.Model):
             # The admin's usage list filtered to 4xx or 5xx: failures are few, so
             # walking the whole time index to find them would read most of the table.
             models.Index(fields=["created_at"], name="billing_usage_failed", condition=models.Q(status_code__gte=400)),
+            # The dashboard's request log filtered to 4xx or 5xx, for the same reason per organization.
+            models.Index(
+                fields=["organization", "-created_at"],
+                name="billing_usage_org_failed",
+                condition=models.Q(status_code__gte=400),
+            ),
         ]
 
     def __str__(self) -> str:
