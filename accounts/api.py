@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
-from django_ratelimit.core import is_ratelimited
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny
@@ -27,6 +25,7 @@ from accounts.keys import (
     ROTATION_INTERVAL_MAX_DAYS,
 )
 from accounts.models import ApiKey, Membership, Organization, User
+from accounts.throttle import login_attempt_limited
 from oneflow.lib.errors import NotAllowed
 
 # --- Tokens ---------------------------------------------------------------------
@@ -34,14 +33,7 @@ from oneflow.lib.errors import NotAllowed
 
 def _refuse_when_rate_limited(request: Request, *, group: str, account: str | None) -> None:
     """Counts an attempt per client address and per account; raises 429 past the limit."""
-    rate = settings.LOGIN_RATE
-    limited = is_ratelimited(request, group=group, key="ip", rate=rate, increment=True)
-    if account:
-        by_account = is_ratelimited(
-            request, group=f"{group}.account", key=lambda _g, _r: account.lower(), rate=rate, increment=True
-        )
-        limited = limited or by_account
-    if limited:
+    if login_attempt_limited(request, group=group, account=account):
         raise exceptions.Throttled(wait=60, detail="Too many attempts; try again in a minute.")
 
 

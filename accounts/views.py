@@ -25,7 +25,6 @@ from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
-from django_ratelimit.core import is_ratelimited
 
 from accounts import selectors, services
 from accounts.forms import (
@@ -36,6 +35,7 @@ from accounts.forms import (
     SignUpForm,
 )
 from accounts.models import Membership, User
+from accounts.throttle import login_attempt_limited
 from oneflow.lib.errors import NotAllowed, NotFound, ServiceError
 
 P = ParamSpec("P")
@@ -112,18 +112,6 @@ def dashboard_view(
 # --- Sign up, in, out, password reset ---------------------------------------------
 
 
-def _rate_limited(request: HttpRequest, *, group: str, account: str | None = None) -> bool:
-    """Counts an attempt per client address and per account, like the JWT sign-in."""
-    rate = settings.LOGIN_RATE
-    limited = is_ratelimited(request, group=group, key="ip", rate=rate, increment=True)
-    if account:
-        by_account = is_ratelimited(
-            request, group=f"{group}.account", key=lambda _g, _r: account.lower(), rate=rate, increment=True
-        )
-        limited = limited or by_account
-    return bool(limited)
-
-
 TOO_MANY = "Too many attempts; try again in a minute."
 
 
@@ -131,7 +119,7 @@ def signup(request: HttpRequest) -> HttpResponseBase:
     if request.user.is_authenticated:
         return redirect(settings.LOGIN_REDIRECT_URL)
     form = SignUpForm(request.POST or None)
-    if request.method == "POST" and _rate_limited(request, group="dashboard.signup"):
+    if request.method == "POST" and login_attempt_limited(request, group="dashboard.signup"):
         form.add_error(None, TOO_MANY)
         return render(request, "dashboard/auth/signup.html", {"form": form}, status=429)
     if request.method == "POST" and form.is_valid():
@@ -159,7 +147,7 @@ class SignInView(auth_views.LoginView):
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         email = request.POST.get("username", "")
-        if _rate_limited(request, group="dashboard.signin", account=email or None):
+        if login_attempt_limited(request, group="dashboard.signin", account=email or None):
             form = self.get_form()
             form.add_error(None, TOO_MANY)
             return self.render_to_response(self.get_context_data(form=form), status=429)
@@ -178,7 +166,7 @@ class PasswordResetView(auth_views.PasswordResetView):
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         # Each attempt sends an email: cap them per client address and per address asked for.
-        if _rate_limited(request, group="dashboard.password-reset", account=request.POST.get("email") or None):
+        if login_attempt_limited(request, group="dashboard.password-reset", account=request.POST.get("email") or None):
             form = self.get_form()
             form.add_error(None, TOO_MANY)
             return self.render_to_response(self.get_context_data(form=form), status=429)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from celery.contrib.testing.worker import start_worker
 from django.conf import settings
 from django.core.cache import cache
 from django.test import Client, override_settings
@@ -22,6 +23,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts import services
 from accounts.models import Membership, Organization, User
+from oneflow.celery import app as celery_app
 from routing.snapshots import snapshots
 from tests.fakes import FakeUpstream
 
@@ -170,3 +172,15 @@ def fresh_snapshots() -> Iterator[None]:
     snapshots.__init__()  # type: ignore[misc]
     yield
     snapshots.__init__()  # type: ignore[misc]
+
+
+@pytest.fixture
+def celery_worker(live_services: None, transactional_db: None) -> Iterator[None]:
+    """A real Celery worker consuming from the Redis broker of REDIS_URL."""
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = False
+    try:
+        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            yield
+    finally:
+        celery_app.conf.task_always_eager = eager

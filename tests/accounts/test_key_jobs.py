@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import time_machine
-from celery.contrib.testing.worker import start_worker
 from django.utils import timezone
 
 from accounts import selectors, services, tasks
@@ -67,18 +64,6 @@ def test_the_beat_schedule_is_seeded_and_editable(db: None) -> None:
     assert tasks_by_name["accounts.rotate_due_api_keys"] == 3600
     assert tasks_by_name["accounts.expire_rotated_api_key_secrets"] == 300
     assert set(tasks_by_name) <= set(celery_app.tasks)
-
-
-@pytest.fixture
-def celery_worker(live_services: None, transactional_db: None) -> Iterator[None]:
-    """A real Celery worker consuming from the Redis broker of REDIS_URL."""
-    eager = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = False
-    try:
-        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-            yield
-    finally:
-        celery_app.conf.task_always_eager = eager
 
 
 def test_a_real_worker_revokes_secrets_past_their_grace(celery_worker: None) -> None:

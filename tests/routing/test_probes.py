@@ -11,7 +11,6 @@ from typing import Any
 
 import openai
 import pytest
-from celery.contrib.testing.worker import start_worker
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
@@ -203,18 +202,6 @@ def test_a_credential_the_provider_refuses_is_flagged_by_the_probe(
 def test_the_celery_task_runs_the_probes(db: None, upstream: FakeUpstream, smart: Deployment) -> None:
     assert tasks.probe_deployments.apply().get() == {smart.pk: "ok"}
     assert len(chat_requests(upstream)) == 1
-
-
-@pytest.fixture
-def celery_worker(live_services: None, transactional_db: None) -> Iterator[None]:
-    """A real Celery worker consuming from the Redis broker of REDIS_URL."""
-    eager = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = False
-    try:
-        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-            yield
-    finally:
-        celery_app.conf.task_always_eager = eager
 
 
 def test_a_real_worker_probes_and_feeds_the_breaker(
