@@ -10,12 +10,16 @@ never more (the reconciliation job puts it back to the ledger's figure).
 Settling also appends the request's usage event to the stream, in the same
 script: a charge is on record exactly when its credits left the free balance.
 Charges recorded but not yet stored by the drain are counted in a pending
-hash, so a balance seeded from the ledger while they are in flight still
-subtracts them.
+hash per organization, so a balance seeded from the ledger while they are in
+flight still subtracts them; a budget window seeded from stored usage adds
+the window's charges still in the stream.
 
 PostgreSQL stays the truth: a missing free balance (a new deployment, a wiped
 Redis) is seeded from the ledger balance minus open holds and pending charges;
-a missing budget window from the usage stored for it plus the same two.
+a missing budget window from the usage stored for it, its charges still in
+the stream and its open holds. Both seed under the drain's lock (a batch
+between its commit and its acknowledgement would be counted twice or not
+at all).
 """
 
 from __future__ import annotations
@@ -95,15 +99,9 @@ else
   add_if_exists(KEYS[1], -charged)
   for i = 5, #KEYS do add_if_exists(KEYS[i], charged) end
 end
-if charged > 0 then
-  redis.call('HINCRBY', KEYS[4], 'org:' .. ARGV[4], charged)
-  for i = 5, #KEYS do redis.call('HINCRBY', KEYS[4], KEYS[i], charged) end
-end
+if charged > 0 then redis.call('HINCRBY', KEYS[4], 'org:' .. ARGV[4], charged) end
 if ARGV[3] == '' then return {charged, false} end  -- a release: nothing to record
-local budgets = {}
-for i = 5, #KEYS do budgets[#budgets + 1] = KEYS[i] end
-local id = redis.call('XADD', KEYS[3], '*', 'e', ARGV[3], 'o', ARGV[4], 'k', ARGV[5], 'c', charged,
-  'b', table.concat(budgets, '|'), 't', ARGV[6])
+local id = redis.call('XADD', KEYS[3], '*', 'e', ARGV[3], 'o', ARGV[4], 'k', ARGV[5], 'c', charged, 't', ARGV[6])
 return {charged, id}
 """
 )
@@ -120,10 +118,7 @@ for i = 2, #ARGV do
     local fields, event = found[1][2], {}
     for j = 1, #fields, 2 do event[fields[j]] = fields[j + 1] end
     local charged = tonumber(event['c'] or '0')
-    if charged > 0 then
-      unpend('org:' .. event['o'], charged)
-      for key in string.gmatch(event['b'] or '', '[^|]+') do unpend(key, charged) end
-    end
+    if charged > 0 then unpend('org:' .. event['o'], charged) end
   end
   redis.call('XDEL', KEYS[1], ARGV[i])
 end
@@ -167,9 +162,25 @@ return {before or false, tonumber(redis.call('GET', KEYS[1]))}
 _SEED_BUDGET = (
     _LUA_HELPERS
     + """
--- KEYS: budget window, open holds of its organization, pending charges
--- ARGV: units stored in the ledger for the window, seconds until it can go
-local spent = tonumber(ARGV[1]) + tonumber(redis.call('HGET', KEYS[3], KEYS[1]) or '0')
+-- KEYS: budget window, open holds of its organization, usage stream
+-- ARGV: units stored in PostgreSQL for the window, seconds until the counter can go,
+--       organization, api key ('' for the whole organization), window start and end (unix s)
+-- Spent = what the drain stored, plus every charge of the window still in the
+-- stream (whether or not the budget existed when it was charged), plus the
+-- open holds on this window. Run under the drain's lock, so no batch is both
+-- stored and still in the stream.
+local spent = tonumber(ARGV[1])
+local start, finish = tonumber(ARGV[5]), tonumber(ARGV[6])
+-- Stream ids are arrival times in ms; an event of the window arrived after it began.
+for _, item in ipairs(redis.call('XRANGE', KEYS[3], start * 1000, '+')) do
+  local fields, event = item[2], {}
+  for j = 1, #fields, 2 do event[fields[j]] = fields[j + 1] end
+  local created = tonumber(event['t'] or '0')
+  if event['o'] == ARGV[3] and (ARGV[4] == '' or event['k'] == ARGV[4])
+      and created >= start and created < finish then
+    spent = spent + tonumber(event['c'] or '0')
+  end
+end
 for _, entry in ipairs(redis.call('HVALS', KEYS[2])) do
   local units, _, budgets = parse(entry)
   for _, key in ipairs(budgets) do if key == KEYS[1] then spent = spent + units end end
@@ -205,6 +216,10 @@ class BudgetSlot:
     key: str  # the window's counter of credits spent or held
     limit_units: int
     ttl_seconds: int  # the counter outlives its window a little, then goes
+    organization_id: int
+    api_key_id: int | None  # None: the budget of the whole organization
+    start: int  # the window, [start, end) in unix seconds
+    end: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,8 +274,10 @@ def _seed_call(organization_id: int, ledger_units: int, force: bool) -> tuple[li
     return keys, [ledger_units, organization_id, "force" if force else ""]
 
 
-def _budget_seed_call(organization_id: int, slot: BudgetSlot, stored_units: int) -> tuple[list[str], list[Any]]:
-    return [slot.key, holds_key(organization_id), PENDING], [stored_units, slot.ttl_seconds]
+def _budget_seed_call(slot: BudgetSlot, stored_units: int) -> tuple[list[str], list[Any]]:
+    key_id = "" if slot.api_key_id is None else slot.api_key_id
+    keys = [slot.key, holds_key(slot.organization_id), STREAM]
+    return keys, [stored_units, slot.ttl_seconds, slot.organization_id, key_id, slot.start, slot.end]
 
 
 class Holds:
@@ -308,8 +325,9 @@ class Holds:
         before, after = self._seed(keys=keys, args=args)
         return (None if before is None else int(before)), int(after)
 
-    def seed_budget(self, *, organization_id: int, slot: BudgetSlot, stored_units: int) -> int:
-        keys, args = _budget_seed_call(organization_id, slot, stored_units)
+    def seed_budget(self, *, slot: BudgetSlot, stored_units: int) -> int:
+        """Seeds a missing window counter; the caller holds the drain's lock (see _SEED_BUDGET)."""
+        keys, args = _budget_seed_call(slot, stored_units)
         return int(self._seed_budget(keys=keys, args=args))
 
     def free_units(self, *, organization_id: int) -> int | None:
@@ -370,6 +388,6 @@ class AsyncHolds:
         keys, args = _seed_call(organization_id, ledger_units, False)
         await self._seed(keys=keys, args=args)
 
-    async def seed_budget(self, *, organization_id: int, slot: BudgetSlot, stored_units: int) -> None:
-        keys, args = _budget_seed_call(organization_id, slot, stored_units)
+    async def seed_budget(self, *, slot: BudgetSlot, stored_units: int) -> None:
+        keys, args = _budget_seed_call(slot, stored_units)
         await self._seed_budget(keys=keys, args=args)

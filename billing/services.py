@@ -131,17 +131,17 @@ def _touch_keys(rows: list[UsageEvent]) -> None:
         ApiKey.objects.filter(stale, pk=key_id).update(last_used_at=moment)
 
 
-DRAIN_LOCK = "oneflow:usage:drain-lock"
 DRAIN_LOCK_SECONDS = 120  # longer than one batch may take
 
 
 def usage_drain(*, max_batches: int = 50, claim_idle_ms: int = CLAIM_IDLE_MS) -> int:
     """Moves pending usage events from Redis into PostgreSQL; returns how many were read.
 
-    Safe to run concurrently and repeatedly: batches are stored one at a time
-    under a lock (the credits reconciliation must never see a batch that is
-    in the ledger and still pending in Redis), and rows are unique on the
-    request id.
+    Safe to run concurrently and repeatedly: each batch is stored and
+    acknowledged under the drain's lock (a counter seeded from PostgreSQL plus
+    what is still in Redis must never see a batch that is in both), and rows
+    are unique on the request id. The lock is taken per batch, so a seeding
+    request waits for one batch at most.
     """
     client = redis.sync_client()
     _ensure_group(client)
@@ -149,26 +149,33 @@ def usage_drain(*, max_batches: int = 50, claim_idle_ms: int = CLAIM_IDLE_MS) ->
     consumer = f"{socket.gethostname()}-{os.getpid()}"
     total = 0
     organizations: set[int] = set()
-    with client.lock(DRAIN_LOCK, timeout=DRAIN_LOCK_SECONDS, blocking_timeout=DRAIN_LOCK_SECONDS):
-        claimed: Any = client.xautoclaim(usage.STREAM, usage.GROUP, consumer, claim_idle_ms, "0-0", count=BATCH)
-        batches = [claimed[1]] if claimed and claimed[1] else []
-        for _ in range(max_batches):
-            if not batches:
-                reply: Any = client.xreadgroup(usage.GROUP, consumer, {usage.STREAM: ">"}, count=BATCH)
-                if not reply:
-                    break
-                batches.append(reply[0][1])
-            entries = [entry for entry in batches.pop() if entry[1]]
-            if not entries:
-                continue
-            organizations |= _store(entries)
-            holds.ack(group=usage.GROUP, ids=[entry_id for entry_id, _ in entries])
-            total += len(entries)
+    for number in range(max_batches):
+        with client.lock(usage.DRAIN_LOCK, timeout=DRAIN_LOCK_SECONDS, blocking_timeout=DRAIN_LOCK_SECONDS):
+            entries = _next_batch(client, consumer, claim_idle_ms=claim_idle_ms if number == 0 else None)
+            if entries is None:
+                break
+            if entries:
+                organizations |= _store(entries)
+                holds.ack(group=usage.GROUP, ids=[entry_id for entry_id, _ in entries])
+                total += len(entries)
     if total:
         logger.info("usage drained", extra={"events": total})
     if organizations:
         budget_alerts_check(organization_ids=organizations)
     return total
+
+
+def _next_batch(client: Any, consumer: str, *, claim_idle_ms: int | None) -> list[Any] | None:
+    """Events to store: first those a dead drain left unacknowledged for
+    ``claim_idle_ms`` (on the first batch only), then new ones; None when there are none."""
+    if claim_idle_ms is not None:
+        claimed: Any = client.xautoclaim(usage.STREAM, usage.GROUP, consumer, claim_idle_ms, "0-0", count=BATCH)
+        if claimed and claimed[1]:
+            return [entry for entry in claimed[1] if entry[1]]
+    reply: Any = client.xreadgroup(usage.GROUP, consumer, {usage.STREAM: ">"}, count=BATCH)
+    if not reply:
+        return None
+    return [entry for entry in reply[0][1] if entry[1]]
 
 
 # --- Credits -------------------------------------------------------------------------
@@ -348,7 +355,7 @@ def credits_reconcile(*, now: float | None = None) -> dict[int, int]:
         if holds.free_units(organization_id=organization_id) is None:
             continue
         # Under the drain's lock, no batch is both in the ledger and pending in Redis.
-        with client.lock(DRAIN_LOCK, timeout=DRAIN_LOCK_SECONDS, blocking_timeout=DRAIN_LOCK_SECONDS):
+        with client.lock(usage.DRAIN_LOCK, timeout=DRAIN_LOCK_SECONDS, blocking_timeout=DRAIN_LOCK_SECONDS):
             balance = selectors.credits_balance(organization_id=organization_id)
             before, after = holds.seed(
                 organization_id=organization_id, ledger_units=to_units(balance, round_up=False), force=True

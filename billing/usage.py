@@ -5,7 +5,7 @@ Appending happens in the script that settles the request's credit hold
 (billing.holds), so an event and its charge are on record together. Besides
 the event (field ``e``) each entry carries what Redis needs to account for
 its charge until the drain has stored it: organization ``o``, key ``k``,
-charged units ``c``, budget windows ``b``, arrival ``t``.
+charged units ``c``, and when the request arrived ``t`` (unix s).
 
 The stream is read through a consumer group: an event is acknowledged (and
 deleted) only after its row committed, so a worker that dies mid-batch leaves
@@ -22,9 +22,12 @@ from oneflow.lib import json
 STREAM = "oneflow:usage"
 GROUP = "drain"
 FIELD = b"e"
-# Charges appended but not yet stored by the drain, per organization and per
-# budget window: seeding a balance from the ledger must subtract them.
+# Charges appended but not yet stored by the drain, per organization: seeding a
+# balance from the ledger must subtract them.
 PENDING = "oneflow:usage:pending"
+# Held while one batch is stored and acknowledged, and while a counter is
+# seeded from PostgreSQL plus what is still in Redis: never both at once.
+DRAIN_LOCK = "oneflow:usage:drain-lock"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ connections differ.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -138,7 +139,8 @@ else:
                 "timeout": 20,
             },
             # A file, not memory: live-server tests reach it from other threads.
-            "TEST": {"NAME": str(VAR_DIR / "test-oneflow.sqlite3")},
+            # One per test process, so two test runs in one checkout never share it.
+            "TEST": {"NAME": str(VAR_DIR / f"test-oneflow-{os.getpid()}.sqlite3")},
         },
     }
 

@@ -136,11 +136,15 @@ class Guards:
                     error_rate=(known.error_rate or 0.0) if known else 0.0,
                 )
 
-    def carry_limits(self, previous: Guards) -> None:
+    def carry_limits(self, previous: Guards) -> bool:
         """Keeps the limits' verdict of an earlier admission of the same request
-        (judged again on fresh snapshots), so it is counted once."""
+        (judged again on a newer Config), so it is counted once; False, keeping
+        nothing, when the newer Config has other rules (a limit just changed)."""
+        if previous.rules != self.rules:
+            return False
         self.rules, self.demand, self.decision = previous.rules, previous.demand, previous.decision
         self.limits_pending = False
+        return True
 
     def refusal(self) -> GatewayError | None:
         if self.decision is not None and not self.decision.admitted:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from oneflow.lib import json, redis, sse
+from oneflow.lib import json, sse
 from providers.adapters import UpstreamError
 from routing import protocol, validation
 from routing.errors import bad_request, model_not_found
@@ -70,10 +70,9 @@ def _model_object(model: Any) -> dict[str, Any]:
 
 
 async def _visible_models(request: Request) -> list[Any]:
-    await snapshots.refresh(redis.loop_client())
-    key = await snapshots.authenticate(raw_key(request))
-    catalog = await snapshots.get_catalog()
-    return [model for model in catalog.listed if snapshots.visible(model, key)]
+    config = await snapshots.fresh()
+    key = await config.authenticate(raw_key(request))
+    return [model for model in config.catalog.listed if config.visible(model, key)]
 
 
 async def models_list(request: Request) -> None:

@@ -28,6 +28,7 @@ from billing.pricing import Terms, Tokens, cost_usd
 from billing.usage import UsageRecord, encode
 from oneflow.lib import redis
 from oneflow.lib.db import in_thread
+from oneflow.lib.redis import run_scripts
 from providers import tokens
 from providers.adapters import ErrorKind, UpstreamError, adapter_for, connection_error
 from providers.selectors import DeploymentView, ModelView
@@ -36,7 +37,7 @@ from routing import guards, limits, metrics, protocol, reservations, strategies
 from routing.breakers import Verdict
 from routing.errors import GatewayError, model_not_found
 from routing.protocol import Request
-from routing.snapshots import snapshots
+from routing.snapshots import Config, snapshots
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Call:
     preferences: strategies.Preferences = strategies.NO_PREFERENCES
     health: dict[int, strategies.Health] = field(default_factory=dict)
     route: str = ""
+    config: Config | None = None  # the configuration the request was admitted on
     guards: guards.Guards | None = None  # the request's rate limits and breaker verdicts
     client_disconnected: bool = False
     recorded: bool = False
@@ -101,46 +103,75 @@ def raw_key(request: Request) -> str | None:
     return request.headers.get("x-api-key", "").strip() or None
 
 
+ADMISSIONS = 4  # judgements of one request on ever newer Configs before it gives up
+
+
 async def admit(call: Call, model_name: Any, *, kind: str) -> None:
     """Authenticates the key, resolves the model it may call and holds the credits it may cost.
 
-    The snapshots are used as they are; the hold script reads the
-    configuration version, and a request judged on stale snapshots (or refused
-    by them) is judged again on fresh ones.
+    The request is judged on one Config (routing.snapshots). The hold script
+    reads the configuration version in the same step as it holds: when that
+    is not the Config's version, the hold is given back and the request is
+    judged again on a newer Config, so nothing admits it on configuration it
+    did not read (a revoked key, a new budget, a disabled deployment, a new
+    price). A refusal is judged again when the version moved too.
     """
-    try:
-        version = await _admit(call, model_name, kind=kind)
-    except GatewayError:
-        if not await snapshots.refresh(redis.loop_client()):
-            raise
-        version = await _admit(call, model_name, kind=kind)
-    if not snapshots.is_current(version):
-        snapshots.reset(version)
+    config = await snapshots.current()
+    earlier: guards.Guards | None = None  # an admission judged on an older Config
+    for _ in range(ADMISSIONS):
+        try:
+            version = await _admit(call, config, model_name, kind=kind, earlier=earlier)
+        except GatewayError:
+            if earlier is not None and call.guards is earlier:
+                await _release_limits(earlier)  # refused before the new judgement took it over
+            newer = await snapshots.checked(config)
+            if newer is config:
+                raise
+            config, earlier = newer, None
+            continue
+        if version == config.version:
+            call.config = config
+            # OneFlow's to read, not the upstream's: providers refuse unknown parameters.
+            call.body.pop("provider", None)
+            return
         assert call.key is not None and call.reservation is not None  # noqa: S101 - _admit set them
         await reservations.release(
             organization_id=call.key.organization_id, hold_id=call.request.request_id, reservation=call.reservation
         )
-        call.reservation = None
-        await _admit(call, model_name, kind=kind, admitted=call.guards)
-    # OneFlow's to read, not the upstream's: providers refuse unknown parameters.
-    call.body.pop("provider", None)
+        call.reservation, earlier = None, call.guards
+        config = await snapshots.newer_than(config)
+    raise GatewayError(
+        503, "The gateway's configuration is changing; try again.", code="configuration_changing", retryable=True
+    )
 
 
-async def _admit(call: Call, model_name: Any, *, kind: str, admitted: guards.Guards | None = None) -> bytes | None:
-    call.key = await snapshots.authenticate(raw_key(call.request))
+async def _release_limits(admitted: guards.Guards) -> None:
+    if calls := admitted.completion_calls(used=None, attempts=[], ttft_ms=None):
+        await run_scripts(redis.loop_client(), calls)
+
+
+async def _admit(
+    call: Call, config: Config, model_name: Any, *, kind: str, earlier: guards.Guards | None
+) -> bytes | None:
+    """One judgement of the request on ``config``; the hold's configuration version.
+
+    ``earlier``: the request's admission on an older Config. Its rate-limit
+    verdict is kept (the request counted once) when the rules are the same;
+    when the newer Config changed them it is given back and judged anew.
+    """
+    call.key = await config.authenticate(raw_key(call.request))
     if not isinstance(model_name, str) or not model_name:
         raise GatewayError(400, "you must provide a model parameter", param="model", code="missing_model")
-    catalog = await snapshots.get_catalog()
-    model = catalog.find(model_name)
+    model = config.catalog.find(model_name)
     allowed = call.key.allowed_models
     # A model the organization may not see does not exist for it, whatever the key's list names.
-    if model is None or model.kind != kind or not snapshots.organization_sees(model, call.key):
+    if model is None or model.kind != kind or not config.organization_sees(model, call.key):
         raise model_not_found(model_name)
     if allowed and model.name not in allowed and model_name not in allowed:
         raise GatewayError(
             403, f"This API key may not use the model `{model_name}`.", code="model_not_allowed", param="model"
         )
-    if snapshots.prices.at(model.name, datetime.now(UTC)) is None:
+    if config.prices.at(model.name, datetime.now(UTC)) is None:
         raise GatewayError(
             403,
             f"The model `{model.name}` has no price, so it cannot be billed; an operator must price it first.",
@@ -155,26 +186,29 @@ async def _admit(call: Call, model_name: Any, *, kind: str, admitted: guards.Gua
     call.model = model
     organization_id = call.key.organization_id
     bounds = reservations.request_bounds(body=call.body, endpoint=call.endpoint)
-    worst = reservations.worst_case_cost(bounds=bounds, model=model, organization_id=organization_id)
+    worst = reservations.worst_case_cost(
+        bounds=bounds, model=model, organization_id=organization_id, prices=config.prices
+    )
     key = call.key
     checks = call.guards = guards.Guards.of(
         request_id=call.request.request_id,
         key=key,
         model=model,
-        catalog_find=lambda name: _usable(key, name),
+        catalog_find=lambda name: config.usable(key, name),
         body=call.body,
         bounds=bounds,
     )
-    if admitted is not None:
-        checks.carry_limits(admitted)
+    given_back = []
+    if earlier is not None and not checks.carry_limits(earlier):
+        given_back = earlier.completion_calls(used=None, attempts=[], ttft_ms=None)
     reservation, replies = await reservations.reserve(
         organization_id=organization_id,
         hold_id=call.request.request_id,
         cost=worst,
-        budgets=snapshots.budgets.for_request(organization_id, key.key_id),
-        extra=checks.admission_calls(),
+        budgets=config.budgets.for_request(organization_id, key.key_id),
+        extra=[*given_back, *checks.admission_calls()],
     )
-    checks.take(replies)
+    checks.take(replies[len(given_back) :])
     refusal = checks.refusal() or reservation.refusal
     if refusal is not None:
         await reservations.release(
@@ -191,11 +225,11 @@ async def _admit(call: Call, model_name: Any, *, kind: str, admitted: guards.Gua
 def plan(call: Call) -> list[DeploymentView]:
     """Deployments to try, in order: the model's strategy, its fallback models,
     the request's provider preferences and the deployments' health."""
-    assert call.model is not None and call.key is not None  # noqa: S101 - admit() ran
-    key = call.key
+    assert call.model is not None and call.key is not None and call.config is not None  # noqa: S101 - admit() ran
+    key, config = call.key, call.config
     chosen = strategies.plan(
         call.model,
-        catalog_find=lambda name: _usable(key, name),
+        catalog_find=lambda name: config.usable(key, name),
         health=call.health,
         preferences=call.preferences,
         sticky=_sticky(call),
@@ -205,14 +239,6 @@ def plan(call: Call) -> list[DeploymentView]:
     call.route = chosen.route
     deployments = list(chosen.deployments)
     return call.guards.prefer_headroom(deployments) if call.guards else deployments
-
-
-def _usable(key: KeyCredentials, name: str) -> ModelView | None:
-    """A fallback model, if this key may call it."""
-    model = snapshots.catalog.find(name) if snapshots.catalog else None
-    if model is None or not snapshots.visible(model, key):
-        return None
-    return model
 
 
 def _sticky(call: Call) -> str | None:
@@ -519,10 +545,10 @@ def _usage_record(call: Call, key: KeyCredentials) -> UsageRecord:
 def price_call(call: Call) -> Decimal | None:
     """The call's cost in credits at the price in force when it arrived (shown
     to the client; the usage drain bills with the same rule)."""
-    if call.key is None or call.model is None or not call.usage:
+    if call.key is None or call.model is None or call.config is None or not call.usage:
         return None
     usage = call.usage
-    _, call.cost = snapshots.prices.cost(
+    _, call.cost = call.config.prices.cost(
         public_model=call.model.name,
         organization_id=call.key.organization_id,
         moment=datetime.fromtimestamp(call.request.started_wall, UTC),

@@ -20,19 +20,21 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from redis.exceptions import LockError
 
 from billing.holds import AsyncHolds, BudgetSlot, Event, HoldResult, to_credits, to_units
 from billing.journal import UsageJournal
-from billing.selectors import BudgetView, budget_spent, credits_balance
+from billing.selectors import BudgetView, PriceBook, budget_spent, credits_balance
+from billing.usage import DRAIN_LOCK
 from oneflow.lib import config_version, money, redis
 from oneflow.lib.db import in_thread
 from oneflow.lib.redis import ScriptCall, run_scripts
 from providers import tokens
 from providers.selectors import ModelView
 from routing.errors import GatewayError
-from routing.snapshots import snapshots
 
 BUDGET_KEY_GRACE_SECONDS = 3600  # a window's counter outlives it by this much
+SEED_LOCK_SECONDS = 10  # a seeding request waits this long for the drain's batch in progress
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +87,9 @@ def request_bounds(*, body: dict[str, Any], endpoint: str) -> Bounds:
     return Bounds(prompt, int(limit or settings.HOLD_DEFAULT_MAX_OUTPUT_TOKENS) * int(body.get("n") or 1))
 
 
-def worst_case_cost(*, bounds: Bounds, model: ModelView, organization_id: int) -> Decimal:
+def worst_case_cost(*, bounds: Bounds, model: ModelView, organization_id: int, prices: PriceBook) -> Decimal:
     """The most a request can cost: its prompt, and every output token it may ask for."""
-    _, cost = snapshots.prices.cost(
+    _, cost = prices.cost(
         public_model=model.name,
         organization_id=organization_id,
         moment=datetime.now(UTC),
@@ -107,6 +109,10 @@ def budget_slots(budgets: Sequence[BudgetView], now: datetime) -> list[BudgetSlo
                 key=f"oneflow:budget:{budget.id}:{int(start.timestamp())}",
                 limit_units=to_units(budget.limit, round_up=False),
                 ttl_seconds=int((end - now).total_seconds()) + BUDGET_KEY_GRACE_SECONDS,
+                organization_id=budget.organization_id,
+                api_key_id=budget.api_key_id,
+                start=int(start.timestamp()),
+                end=int(end.timestamp()),
             )
         )
     return slots
@@ -154,19 +160,28 @@ async def reserve(
 async def _seed_missing(
     result: HoldResult, *, organization_id: int, budgets: Sequence[BudgetView], slots: list[BudgetSlot], now: datetime
 ) -> bool:
-    """Seeds the counter the script found missing from PostgreSQL; False when nothing was missing."""
+    """Seeds the counter the script found missing from PostgreSQL; False when nothing was missing.
+
+    Under the drain's lock: a batch stored after the query read the database
+    and acknowledged (gone from Redis) before the script ran would be counted
+    nowhere, letting the organization spend it twice.
+    """
+    if result.status not in (-2, -3):
+        return False
     holds = _loop_state().holds
-    if result.status == -2:
-        balance = await in_thread(lambda: credits_balance(organization_id=organization_id))
-        await holds.seed(organization_id=organization_id, ledger_units=to_units(balance, round_up=False))
-        return True
-    if result.status == -3:
-        budget, slot = budgets[result.value - 1], slots[result.value - 1]
-        start, end = budget.window(now)
-        spent = await in_thread(lambda: budget_spent(budget=budget, start=start, end=end))
-        await holds.seed_budget(organization_id=organization_id, slot=slot, stored_units=to_units(spent, round_up=True))
-        return True
-    return False
+    try:
+        async with redis.loop_client().lock(DRAIN_LOCK, timeout=SEED_LOCK_SECONDS, blocking_timeout=SEED_LOCK_SECONDS):
+            if result.status == -2:
+                balance = await in_thread(lambda: credits_balance(organization_id=organization_id))
+                await holds.seed(organization_id=organization_id, ledger_units=to_units(balance, round_up=False))
+            else:
+                budget, slot = budgets[result.value - 1], slots[result.value - 1]
+                start, end = budget.window(now)
+                spent = await in_thread(lambda: budget_spent(budget=budget, start=start, end=end))
+                await holds.seed_budget(slot=slot, stored_units=to_units(spent, round_up=True))
+    except LockError:
+        raise GatewayError(503, "Credits could not be reserved; try again.", code="hold_unavailable") from None
+    return True
 
 
 def _refusal(result: HoldResult, *, cost: Decimal, budgets: Sequence[BudgetView], now: datetime) -> GatewayError:

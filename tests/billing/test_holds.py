@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from decimal import Decimal
 from typing import Any
@@ -15,7 +16,15 @@ from billing.holds import HOLD_TTL_SECONDS, BudgetSlot, Event, Holds, free_key, 
 from oneflow.lib import redis
 
 ORG = 424242
-BUDGET = BudgetSlot(key="oneflow:budget:test:1", limit_units=50, ttl_seconds=600)
+BUDGET = BudgetSlot(
+    key="oneflow:budget:test:1",
+    limit_units=50,
+    ttl_seconds=600,
+    organization_id=ORG,
+    api_key_id=None,
+    start=0,
+    end=1_000,
+)
 
 
 def _clear() -> None:
@@ -28,13 +37,18 @@ def holds() -> Holds:
     return Holds(redis.sync_client())
 
 
-def event(request_id: str = "r") -> Event:
-    return Event(payload=b'{"request_id": "%s"}' % request_id.encode(), organization_id=ORG, api_key_id=7, created_at=1)
+def event(request_id: str = "r", *, organization_id: int = ORG, api_key_id: int = 7, created_at: int = 1) -> Event:
+    payload = b'{"request_id": "%s"}' % request_id.encode()
+    return Event(payload=payload, organization_id=organization_id, api_key_id=api_key_id, created_at=created_at)
 
 
-def settle(holds: Holds, hold_id: str, units: int, budgets: tuple[str, ...] = ()) -> int:
+def settle(holds: Holds, hold_id: str, units: int, budgets: tuple[str, ...] = (), **about: int) -> int:
     return holds.settle(
-        organization_id=ORG, hold_id=hold_id, charged_units=units, event=event(hold_id), budget_keys=budgets
+        organization_id=about.get("organization_id", ORG),
+        hold_id=hold_id,
+        charged_units=units,
+        event=event(hold_id, **about),
+        budget_keys=budgets,
     )[0]
 
 
@@ -112,7 +126,7 @@ def test_a_budget_window_refuses_what_it_cannot_cover(holds: Holds) -> None:
     holds.seed(organization_id=ORG, ledger_units=1_000)
     missing = holds.hold(organization_id=ORG, hold_id="r1", units=30, budgets=[BUDGET])
     assert (missing.status, missing.value) == (-3, 1)
-    assert holds.seed_budget(organization_id=ORG, slot=BUDGET, stored_units=10) == 10
+    assert holds.seed_budget(slot=BUDGET, stored_units=10) == 10
     assert 0 < redis.sync_client().ttl(BUDGET.key) <= BUDGET.ttl_seconds
     assert holds.hold(organization_id=ORG, hold_id="r1", units=30, budgets=[BUDGET]).granted
     refused = holds.hold(organization_id=ORG, hold_id="r2", units=11, budgets=[BUDGET])
@@ -125,12 +139,29 @@ def test_a_budget_window_refuses_what_it_cannot_cover(holds: Holds) -> None:
 
 def test_a_seeded_budget_window_counts_open_holds_and_pending_charges(holds: Holds) -> None:
     holds.seed(organization_id=ORG, ledger_units=1_000)
-    holds.seed_budget(organization_id=ORG, slot=BUDGET, stored_units=0)
+    holds.seed_budget(slot=BUDGET, stored_units=0)
     holds.hold(organization_id=ORG, hold_id="open", units=12, budgets=[BUDGET])
     holds.hold(organization_id=ORG, hold_id="done", units=9, budgets=[BUDGET])
     settle(holds, "done", 4, (BUDGET.key,))
     redis.sync_client().delete(BUDGET.key)
-    assert holds.seed_budget(organization_id=ORG, slot=BUDGET, stored_units=7) == 7 + 12 + 4
+    assert holds.seed_budget(slot=BUDGET, stored_units=7) == 7 + 12 + 4
+
+
+def test_a_window_seeded_after_charges_still_in_the_stream_counts_them(holds: Holds) -> None:
+    """Issue 11: a budget created while charges of its window were not drained yet
+    (settled before the budget existed, so no window counter took them) must count them."""
+    holds.seed(organization_id=ORG, ledger_units=1_000)
+    holds.hold(organization_id=ORG, hold_id="before-the-budget", units=9)
+    settle(holds, "before-the-budget", 6)  # no budget keys: the budget did not exist yet
+    settle(holds, "same-org-another-key", 5, api_key_id=8)
+    settle(holds, "another-organization", 100, organization_id=ORG + 1)
+    settle(holds, "before-the-window", 50, created_at=BUDGET.end + 1)
+
+    assert holds.seed_budget(slot=BUDGET, stored_units=3) == 3 + 6 + 5
+    key_budget = dataclasses.replace(BUDGET, key="oneflow:budget:test:key", api_key_id=7)
+    assert holds.seed_budget(slot=key_budget, stored_units=0) == 6, "a key's budget counts that key's charges"
+    later = dataclasses.replace(BUDGET, key="oneflow:budget:test:later", start=BUDGET.end, end=BUDGET.end * 2)
+    assert holds.seed_budget(slot=later, stored_units=0) == 50, "each window counts its own charges"
 
 
 def test_units_round_up_for_holds() -> None:
@@ -164,7 +195,7 @@ def test_free_plus_charged_is_the_seed_and_never_negative(ops: list[tuple[int, i
     holds = Holds(redis.sync_client())
     holds.seed(organization_id=ORG, ledger_units=seed)
     redis.sync_client().set(BUDGET.key, 0)
-    budget = BudgetSlot(key=BUDGET.key, limit_units=seed // 2, ttl_seconds=600)
+    budget = dataclasses.replace(BUDGET, limit_units=seed // 2)
     charged = 0
     for index, (units, actual) in enumerate(ops):
         if holds.hold(organization_id=ORG, hold_id=f"h{index}", units=units, budgets=[budget]).granted:
