@@ -7,7 +7,8 @@ marker and runs; its whole answer (status, headers, body, a stream's whole SSE
 transcript) replaces the marker when it completes. A repeat while it runs gets
 409, a repeat afterwards the stored answer with ``idempotent-replayed: true``
 and no upstream call, hold, charge or usage event; the same key on another
-request gets 422. An answer a retry could change (5xx, 408/409/429, a crash, a
+request gets 422. A replay goes only to a key that still authenticates (not one
+revoked since). An answer a retry could change (5xx, 408/409/429, a crash, a
 client that left) is not stored: the marker goes, and a retry runs again.
 
 Redis cost: one script to claim (or read) the key, one to store or release it.
@@ -34,6 +35,7 @@ from oneflow.lib import redis as redis_seam
 from routing.errors import GatewayError
 from routing.protocol import ClientGone, Message, Request, Send
 from routing.proxy import raw_key
+from routing.snapshots import snapshots
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +158,12 @@ async def guarded(request: Request, dispatch: Dispatch, *, render_error: RenderE
     elif found[:1] == _PENDING:
         await render_error(request, _in_use())
     else:
+        try:
+            # The key may have been revoked (or expired) since its first answer.
+            await (await snapshots.fresh()).authenticate(raw_key(request))
+        except GatewayError as error:
+            await render_error(request, error)
+            return
         await _replay(request, found)
 
 

@@ -304,3 +304,15 @@ def test_messages_get_anthropic_shaped_errors(gateway: Gateway) -> None:
         assert body["error"]["type"] == "invalid_request_error"
         assert "Idempotency-Key" in body["error"]["message"]
         assert error.response.headers["request-id"] == error.response.headers["x-request-id"]
+
+
+def test_a_key_revoked_since_its_first_answer_gets_no_replay(gateway: Gateway) -> None:
+    key = new_key()
+    assert post(gateway, "/v1/chat/completions", CHAT, idempotency_key=key).status == 200
+    accounts_services.api_key_revoke(key=gateway.key.key)
+
+    repeat = post(gateway, "/v1/chat/completions", CHAT, idempotency_key=key)
+
+    assert repeat.status == 401
+    assert "idempotent-replayed" not in repeat.headers
+    assert repeat.json()["error"]["code"] == "invalid_api_key"
