@@ -46,7 +46,8 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        texts = (part.get("text") for part in content if isinstance(part, dict))
+        return "".join(text for text in texts if isinstance(text, str))
     return ""
 
 
@@ -60,8 +61,9 @@ def count_chat_prompt(body: dict[str, Any], *, model: str) -> int:
         if message.get("name"):
             total += TOKENS_PER_NAME + count_text(str(message["name"]), model=model)
         for call in message.get("tool_calls") or []:
-            function = call.get("function") or {}
-            total += count_text(f"{function.get('name', '')}{function.get('arguments', '')}", model=model)
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                total += count_text(f"{function.get('name', '')}{function.get('arguments', '')}", model=model)
     if body.get("tools"):
         # Tool schemas reach the model as text; their JSON is a fair upper estimate.
         total += count_text(str(body["tools"]), model=model)

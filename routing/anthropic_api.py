@@ -18,7 +18,7 @@ from providers.translate.anthropic import (
     anthropic_request_to_openai,
     openai_response_to_anthropic,
 )
-from routing import protocol
+from routing import protocol, validation_anthropic
 from routing.errors import bad_request
 from routing.openai_api import read_json
 from routing.protocol import Request
@@ -28,9 +28,7 @@ from routing.streaming import forward
 
 async def messages(request: Request) -> None:
     async with recorded(Call(request=request, endpoint="messages")) as call:
-        raw = await read_json(request)
-        if not isinstance(raw, dict):
-            raise bad_request("The request body must be a JSON object.")
+        raw = validation_anthropic.messages_request(await read_json(request))
         try:
             body = anthropic_request_to_openai(raw)
         except InvalidInput as exc:

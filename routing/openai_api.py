@@ -17,11 +17,12 @@ from routing.streaming import forward
 async def read_json(request: Request) -> Any:
     raw = await request.body()
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except json.JSONDecodeError:
         raise bad_request(
             "We could not parse the JSON body of your request. The OpenAI API expects a JSON payload."
         ) from None
+    return validation.bounded_depth(value)
 
 
 async def chat_completions(request: Request) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from oneflow.lib.errors import InvalidInput
 from providers.tokens import openai_usage
+from providers.translate import MAX_DEPTH, nests_deeper
 
 Json = dict[str, Any]
 
@@ -190,6 +191,8 @@ def _content_block(part: Any, index: int) -> Json | None:
     kind = part.get("type") if isinstance(part, dict) else None
     if kind in {"text", "refusal"}:
         text = part.get(kind) or ""
+        if not isinstance(text, str):
+            raise _bad_message(index, f"a {kind} part's {kind} must be a string.")
         # Anthropic rejects text blocks without visible text.
         block: Json | None = {"type": "text", "text": text} if text.strip() else None
     elif kind == "image_url":
@@ -232,19 +235,22 @@ def _assistant_blocks(message: Json, index: int) -> list[Json]:
                 "type": "tool_use",
                 "id": call.get("id"),
                 "name": function.get("name"),
-                "input": _arguments(function.get("arguments"), index),
+                "input": tool_arguments(function.get("arguments"), index),
             },
         )
     return blocks
 
 
-def _arguments(arguments: Any, index: int) -> Json:
+def tool_arguments(arguments: Any, index: int) -> Json:
+    """The object a tool call's ``arguments`` string encodes (Anthropic and Gemini want it decoded)."""
     try:
         value = json.loads(arguments) if arguments else {}
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise _bad_message(index, "tool_calls[].function.arguments is not valid JSON.") from exc
     if not isinstance(value, dict):
         raise _bad_message(index, "tool_calls[].function.arguments must encode a JSON object.")
+    if nests_deeper(value):
+        raise _bad_message(index, f"tool_calls[].function.arguments nests deeper than {MAX_DEPTH} levels.")
     return value
 
 
@@ -509,9 +515,13 @@ def _system_messages(system: Any) -> list[Json]:
         return []
     if isinstance(system, str):
         return [{"role": "system", "content": system}]
-    if isinstance(system, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in system):
+    if isinstance(system, list) and all(_is_text_block(block) for block in system):
         return [{"role": "system", "content": "\n".join(block.get("text") or "" for block in system)}]
     raise InvalidInput("system: must be a string or a list of text blocks.", param="system")
+
+
+def _is_text_block(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
 
 
 def _stop_sequences(stop: Any) -> list[str] | None:
@@ -557,7 +567,8 @@ def _from_user_blocks(blocks: list[Json], index: int) -> list[Json]:
 
 
 def _image_part(block: Json, index: int) -> Json:
-    source = block.get("source") or {}
+    source = block.get("source")
+    source = source if isinstance(source, dict) else {}
     if source.get("type") == "base64" and source.get("media_type") and source.get("data"):
         url = f"data:{source['media_type']};base64,{source['data']}"
     elif source.get("type") == "url" and source.get("url"):

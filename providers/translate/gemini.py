@@ -18,7 +18,8 @@ from typing import Any
 
 from oneflow.lib.errors import InvalidInput
 from providers.tokens import openai_usage
-from providers.translate.anthropic import UpstreamStreamError, append_turn, drop_none
+from providers.translate import nests_deeper
+from providers.translate.anthropic import UpstreamStreamError, append_turn, drop_none, tool_arguments
 
 Json = dict[str, Any]
 
@@ -163,21 +164,13 @@ def _model_parts(message: Json, index: int, tool_names: dict[str, str]) -> list[
         if not function.get("name"):
             raise _bad_message(index, "each tool call needs function.name.")
         tool_names[call.get("id") or ""] = function["name"]
-        part: Json = {"functionCall": {"name": function["name"], "args": _arguments(function.get("arguments"), index)}}
+        part: Json = {
+            "functionCall": {"name": function["name"], "args": tool_arguments(function.get("arguments"), index)}
+        }
         if position == 0:  # Gemini signs only the first call of a parallel batch
             part["thoughtSignature"] = SKIP_SIGNATURE
         parts.append(part)
     return parts
-
-
-def _arguments(arguments: Any, index: int) -> Json:
-    try:
-        value = json.loads(arguments) if arguments else {}
-    except (TypeError, ValueError) as exc:
-        raise _bad_message(index, "tool_calls[].function.arguments is not valid JSON.") from exc
-    if not isinstance(value, dict):
-        raise _bad_message(index, "tool_calls[].function.arguments must encode a JSON object.")
-    return value
 
 
 def _function_response(message: Json, index: int, tool_names: dict[str, str]) -> Json:
@@ -187,10 +180,10 @@ def _function_response(message: Json, index: int, tool_names: dict[str, str]) ->
     text = _text_of(message.get("content"))
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
-    # Structured results reach the model as structure; anything else stays the text it was.
-    result = parsed if isinstance(parsed, dict | list) else text
+    # Structured results reach the model as structure; anything else (too deep to send, too) stays the text it was.
+    result = parsed if isinstance(parsed, dict | list) and not nests_deeper(parsed) else text
     return {"functionResponse": {"name": name, "response": {"content": result}}}
 
 
