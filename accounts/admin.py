@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.validators import MaxValueValidator
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -65,10 +67,37 @@ class UserAdmin(LargeTableAdmin, DjangoUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            # Deactivating ends the person's tokens for good, also after a later reactivation.
+            services.user_tokens_end(user=obj)
+
+
+class GatewayConfigForm(forms.ModelForm):
+    """Limits, rotation intervals, grace periods and allowed models bounded as the
+    REST API and the dashboard bound them (accounts.keys): the columns would take
+    more, which the gateway's arithmetic or a rotation's deadline could not."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            if isinstance(field, forms.IntegerField):
+                bound = keys.ROTATION_INTERVAL_MAX_DAYS if name == "rotation_interval_days" else keys.LIMIT_MAX
+                field.max_value = bound
+                field.validators.append(MaxValueValidator(bound))
+                field.widget.attrs["max"] = bound
+            elif isinstance(field, forms.DurationField):
+                field.validators.append(keys.validate_grace_period)
+            elif name == "allowed_models":
+                field.validators.append(keys.validate_allowed_models)
+
 
 class GatewayConfigAdmin(LargeTableAdmin, admin.ModelAdmin):
     """Advances the configuration version after every change made here: gateways
     cache keys with their limits and drop them when it moves."""
+
+    form = GatewayConfigForm
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)

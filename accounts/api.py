@@ -16,7 +16,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from accounts import selectors, services
+from accounts import selectors, services, tokens
 from accounts.keys import (
     ALLOWED_MODELS_MAX,
     GRACE_MAX_SECONDS,
@@ -25,32 +25,45 @@ from accounts.keys import (
     ROTATION_INTERVAL_MAX_DAYS,
 )
 from accounts.models import ApiKey, Membership, Organization, User
-from accounts.throttle import login_attempt_limited
+from accounts.throttle import login_attempt_limited, sign_in_failed, sign_in_refused
 from oneflow.lib.errors import NotAllowed
+from oneflow.lib.serializers import StrictCharField, StrictEmailField
 
 # --- Tokens ---------------------------------------------------------------------
 
 
-def _refuse_when_rate_limited(request: Request, *, group: str, account: str | None) -> None:
-    """Counts an attempt per client address and per account; raises 429 past the limit."""
-    if login_attempt_limited(request, group=group, account=account):
-        raise exceptions.Throttled(wait=60, detail="Too many attempts; try again in a minute.")
+def _too_many_attempts() -> exceptions.Throttled:
+    return exceptions.Throttled(wait=60, detail="Too many attempts; try again in a minute.")
 
 
 class TokenObtainApi(TokenObtainPairView):
-    """Exchanges email and password for an access token (30 min) and a refresh token."""
+    """Exchanges email and password for an access token (30 min) and a refresh token
+    (JWT_REFRESH_LIFETIME_SECONDS from now, not extended by rotation); see accounts.tokens.
+    Brute-force limits as on the dashboard (accounts.throttle)."""
+
+    serializer_class = tokens.TokenObtainPairSerializer
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         email = request.data.get("email") if isinstance(request.data, dict) else None
-        _refuse_when_rate_limited(request, group="auth.token", account=email if isinstance(email, str) else None)
-        return super().post(request, *args, **kwargs)
+        account = email if isinstance(email, str) else None
+        if sign_in_refused(request, account=account):
+            raise _too_many_attempts()
+        try:
+            return super().post(request, *args, **kwargs)
+        except exceptions.AuthenticationFailed:
+            sign_in_failed(request, account=account)
+            raise
 
 
 class TokenRefreshApi(TokenRefreshView):
-    """Trades a refresh token for a new pair; the old refresh token is blacklisted."""
+    """Trades a refresh token for a new pair; the old refresh token is blacklisted. Refused
+    once the user changed their password, was deactivated or the session is too old."""
+
+    serializer_class = tokens.TokenRefreshSerializer
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        _refuse_when_rate_limited(request, group="auth.refresh", account=None)
+        if login_attempt_limited(request, group="auth.refresh"):
+            raise _too_many_attempts()
         return super().post(request, *args, **kwargs)
 
 
@@ -60,8 +73,12 @@ class LogoutApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes = []
 
+    def get_authenticate_header(self, request: Request) -> str:
+        # Without an authenticator DRF turns a refused token into a 403; it is a 401.
+        return 'Bearer realm="api"'
+
     class LogoutInput(serializers.Serializer):
-        refresh = serializers.CharField()
+        refresh = StrictCharField()
 
     @extend_schema(request=LogoutInput, responses={204: None})
     def post(self, request: Request) -> Response:
@@ -111,7 +128,7 @@ class MembershipOutput(serializers.Serializer):
 
 class MeApi(APIView):
     class MeInput(serializers.Serializer):
-        full_name = serializers.CharField(max_length=150, allow_blank=True)
+        full_name = StrictCharField(max_length=150, allow_blank=True, required=False)
 
     class MeOutput(serializers.Serializer):
         id = serializers.IntegerField(source="pk")
@@ -132,15 +149,16 @@ class MeApi(APIView):
     def patch(self, request: Request) -> Response:
         data = _valid(self.MeInput, request.data)
         user = _user(request)
-        user.full_name = data["full_name"]
-        user.save(update_fields=["full_name"])
+        if "full_name" in data:  # a PATCH changes what it names, nothing else
+            user.full_name = data["full_name"]
+            user.save(update_fields=["full_name"])
         return Response(self.MeOutput(user).data)
 
 
 class PasswordChangeApi(APIView):
     class PasswordChangeInput(serializers.Serializer):
-        current_password = serializers.CharField(trim_whitespace=False)
-        new_password = serializers.CharField(trim_whitespace=False)
+        current_password = StrictCharField(trim_whitespace=False)
+        new_password = StrictCharField(trim_whitespace=False)
 
     @extend_schema(request=PasswordChangeInput, responses={204: None})
     def post(self, request: Request) -> Response:
@@ -166,7 +184,7 @@ class OrganizationOutput(serializers.Serializer):
 
 class OrganizationListApi(APIView):
     class OrganizationListInput(serializers.Serializer):
-        name = serializers.CharField(max_length=120)
+        name = StrictCharField(max_length=120)
 
     @extend_schema(responses=OrganizationOutput(many=True))
     def get(self, request: Request) -> Response:
@@ -182,8 +200,10 @@ class OrganizationListApi(APIView):
 
 class OrganizationDetailApi(APIView):
     class OrganizationDetailInput(serializers.Serializer):
-        name = serializers.CharField(max_length=120, required=False)
-        api_key_grace_period_seconds = serializers.IntegerField(min_value=0, allow_null=True, required=False)
+        name = StrictCharField(max_length=120, required=False)
+        api_key_grace_period_seconds = serializers.IntegerField(
+            min_value=0, max_value=GRACE_MAX_SECONDS, allow_null=True, required=False
+        )
 
     @extend_schema(responses=OrganizationOutput)
     def get(self, request: Request, org_id: int) -> Response:
@@ -214,7 +234,7 @@ class MemberOutput(serializers.Serializer):
 
 class MemberListApi(APIView):
     class MemberListInput(serializers.Serializer):
-        email = serializers.EmailField()
+        email = StrictEmailField()
         role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
 
     @extend_schema(responses=MemberOutput(many=True))
@@ -232,14 +252,16 @@ class MemberListApi(APIView):
 
 class MemberDetailApi(APIView):
     class MemberDetailInput(serializers.Serializer):
-        role = serializers.ChoiceField(choices=Membership.Role.choices)
+        role = serializers.ChoiceField(choices=Membership.Role.choices, required=False)
 
     @extend_schema(request=MemberDetailInput, responses=MemberOutput)
     def patch(self, request: Request, org_id: int, member_id: int) -> Response:
         data = _valid(self.MemberDetailInput, request.data)
         actor = _membership(request, org_id)
         target = selectors.member_get(organization=actor.organization, membership_id=member_id)
-        return Response(MemberOutput(services.membership_update(membership=target, actor=actor, **data)).data)
+        if "role" in data:  # a PATCH changes what it names, nothing else
+            target = services.membership_update(membership=target, actor=actor, role=data["role"])
+        return Response(MemberOutput(target).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, org_id: int, member_id: int) -> Response:
@@ -307,6 +329,10 @@ class KeyOutput(serializers.Serializer):
         return key.reveal_pending(getattr(key, "live_secrets", key.secrets.all()))
 
 
+# An answer carrying a secret: no cache (browser, proxy) may keep a copy.
+SECRET_HEADERS = {"Cache-Control": "no-store"}
+
+
 class IssuedKeyOutput(KeyOutput):
     secret = serializers.CharField(help_text="The new secret. Shown once: store it now.")
 
@@ -317,10 +343,10 @@ def _issued(issued: services.IssuedSecret, org: Organization) -> dict[str, Any]:
 
 
 class KeyInput(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+    name = StrictCharField(max_length=100)
     expires_at = serializers.DateTimeField(allow_null=True, required=False)
     allowed_models = serializers.ListField(
-        child=serializers.CharField(max_length=MODEL_NAME_MAX_LENGTH), max_length=ALLOWED_MODELS_MAX, required=False
+        child=StrictCharField(max_length=MODEL_NAME_MAX_LENGTH), max_length=ALLOWED_MODELS_MAX, required=False
     )
     limits = KeyLimitsSerializer(required=False)
     grace_period_seconds = serializers.IntegerField(
@@ -352,7 +378,7 @@ class KeyListApi(APIView):
         serializer.is_valid(raise_exception=True)
         organization = _managing_membership(request, org_id).organization
         issued = services.api_key_create(organization=organization, created_by=_user(request), **serializer.to_fields())
-        return Response(_issued(issued, organization), status=status.HTTP_201_CREATED)
+        return Response(_issued(issued, organization), status=status.HTTP_201_CREATED, headers=SECRET_HEADERS)
 
 
 class KeyDetailApi(APIView):
@@ -383,7 +409,7 @@ class KeyRotateApi(APIView):
         seconds = data.get("grace_period_seconds")
         grace = None if seconds is None else timedelta(seconds=seconds)
         issued = services.api_key_rotate(key=key, grace_period=grace)
-        return Response(_issued(issued, organization), status=status.HTTP_201_CREATED)
+        return Response(_issued(issued, organization), status=status.HTTP_201_CREATED, headers=SECRET_HEADERS)
 
 
 class KeyRevokeApi(APIView):
@@ -408,4 +434,4 @@ class KeyRevealApi(APIView):
         raw = services.api_key_reveal(key=key)
         if raw is None:
             raise exceptions.NotFound("No secret is waiting to be revealed for this key.", code="nothing_to_reveal")
-        return Response({"secret": raw}, headers={"Cache-Control": "no-store"})
+        return Response({"secret": raw}, headers=SECRET_HEADERS)

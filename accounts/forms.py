@@ -19,6 +19,7 @@ from accounts.keys import (
     ROTATION_INTERVAL_MAX_DAYS,
 )
 from accounts.models import ApiKey, Membership, Organization
+from oneflow.lib.converters import ID_MAX
 from oneflow.lib.errors import ServiceError
 
 
@@ -57,7 +58,8 @@ class SignInForm(AuthenticationForm):
 
 
 class OrganizationSwitchForm(forms.Form):
-    organization = forms.IntegerField(min_value=1)
+    # Bounded by the largest id a path takes: a bigger one fails in the database.
+    organization = forms.IntegerField(min_value=1, max_value=ID_MAX)
     next = forms.CharField(required=False, max_length=2000)
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
 
 from oneflow.lib.crypto import random_token
 
@@ -41,3 +44,22 @@ ROTATION_INTERVAL_MAX_DAYS = 3650
 LIMIT_MAX = 2_147_483_647
 # Ten years, like the longest rotation interval (timedelta overflows far above).
 GRACE_MAX_SECONDS = ROTATION_INTERVAL_MAX_DAYS * 24 * 3600
+GRACE_MAX = timedelta(seconds=GRACE_MAX_SECONDS)
+
+
+def validate_grace_period(value: timedelta | None) -> None:
+    """The bound of every grace period (a key's, an organization's), for forms and the admin."""
+    if value is not None and not timedelta(0) <= value <= GRACE_MAX:
+        raise ValidationError(
+            f"A grace period lasts from 0 to {ROTATION_INTERVAL_MAX_DAYS} days.", code="grace_period_out_of_range"
+        )
+
+
+def validate_allowed_models(value: object) -> None:
+    """What a key's allowed models may hold, for input that bypasses the REST serializer and the dashboard form."""
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValidationError("Allowed models are a list of model names.", code="invalid")
+    if len(value) > ALLOWED_MODELS_MAX or any(len(name) > MODEL_NAME_MAX_LENGTH for name in value):
+        raise ValidationError(
+            f"At most {ALLOWED_MODELS_MAX} names of at most {MODEL_NAME_MAX_LENGTH} characters.", code="invalid"
+        )

@@ -50,6 +50,10 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False, help_text="May sign in to the operator admin.")
     date_joined = models.DateTimeField(default=timezone.now)
+    # Part of every JWT's stamp (accounts.tokens): advancing it ends every token
+    # issued before, e.g. on deactivation. Password changes end them through the
+    # password hash, which the stamp covers too.
+    token_generation = models.PositiveIntegerField(default=0, editable=False)
 
     objects = UserManager()
 

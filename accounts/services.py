@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
@@ -76,7 +77,30 @@ def user_password_change(*, user: User, current_password: str, new_password: str
     if not user.check_password(current_password):
         raise InvalidInput("The current password is wrong.", code="wrong_password", param="current_password")
     user.set_password(_validated_password(new_password, user=user))
+    # The new hash changes the tokens' stamp: every JWT issued before is refused
+    # at its next use (accounts.tokens), this request's own included.
     user.save(update_fields=["password"])
+
+
+def user_deactivate(*, user: User) -> User:
+    """Stops the user signing in, and ends every token and session issued before.
+
+    Advancing the token generation refuses earlier JWTs for good, also after a later
+    reactivation; Django refuses the sessions of an inactive user.
+    """
+    with transaction.atomic(durable=True):
+        User.objects.filter(pk=user.pk).update(is_active=False)
+        user_tokens_end(user=user)
+    user.refresh_from_db(fields=["is_active", "token_generation"])
+    return user
+
+
+def user_tokens_end(*, user: User) -> None:
+    """Refuses every JWT issued to the user so far (accounts.tokens), for good.
+
+    One UPDATE, atomic on its own: the admin calls it inside its own transaction.
+    """
+    User.objects.filter(pk=user.pk).update(token_generation=F("token_generation") + 1)
 
 
 # --- Organizations and members --------------------------------------------------
@@ -108,8 +132,19 @@ def _organization_insert(*, name: str, owner: User) -> Organization:
 
 
 def organization_create(*, name: str, owner: User) -> Organization:
-    """Creates an organization with ``owner`` as its first member, in the owner role."""
+    """Creates an organization with ``owner`` as its first member, in the owner role.
+
+    One person owns at most MAX_ORGANIZATIONS_PER_USER organizations; the owner's
+    row is locked while counting, so concurrent creations cannot pass the cap.
+    """
     with transaction.atomic(durable=True):
+        User.objects.select_for_update().get(pk=owner.pk)
+        owned = Membership.objects.filter(user=owner, role=Membership.Role.OWNER).count()
+        if owned >= settings.MAX_ORGANIZATIONS_PER_USER:
+            raise InvalidInput(
+                f"You already own {owned} organizations, the most one person may own.",
+                code="too_many_organizations",
+            )
         return _organization_insert(name=name, owner=owner)
 
 
@@ -233,6 +268,13 @@ def _rotate_locked(*, key: ApiKey, now: datetime, grace_period: timedelta | None
     if not key.is_usable_at(now):
         raise Conflict("Only an active, unexpired key can be rotated.", code="key_not_active")
     grace = key.effective_grace_period() if grace_period is None else grace_period
+    if grace > keys.GRACE_MAX:
+        # A row stored before grace periods were bounded: refused, not an overflow.
+        raise Conflict(
+            f"This key's grace period is longer than {keys.ROTATION_INTERVAL_MAX_DAYS} days; shorten it to rotate.",
+            code="grace_period_too_long",
+            param="grace_period_seconds",
+        )
     # Only the current secret gets a deadline: an older one already has its
     # own, and rotating again must not extend it.
     key.secrets.filter(valid_until__isnull=True, revoked_at__isnull=True).update(
@@ -370,31 +412,45 @@ def playground_key_for(*, organization: Organization, user: User) -> str:
 # --- Scheduled work ---------------------------------------------------------------
 
 
+def _rotate_due_key(*, key_id: int, now: datetime) -> bool:
+    """Rotates one due key if it is still due and unclaimed; whether it did."""
+    with transaction.atomic(durable=True):
+        key = (
+            ApiKey.objects.select_for_update(skip_locked=True)
+            .select_related("organization")
+            .filter(pk=key_id, status=ApiKey.Status.ACTIVE, next_rotation_at__lte=now)
+            .first()
+        )
+        if key is None:
+            return False
+        if not key.is_usable_at(now):
+            key.next_rotation_at = None
+            key.save(update_fields=["next_rotation_at"])
+            return False
+        _rotate_locked(key=key, now=now, grace_period=None, sealed=True)
+        return True
+
+
 def api_keys_rotate_due(*, now: datetime | None = None) -> int:
     """Rotates every active key whose rotation policy is due; returns how many.
 
     Each key is claimed under a row lock and re-checked, so overlapping runs
-    (or a retried task) rotate a key once, not twice.
+    (or a retried task) rotate a key once, not twice. Each key is its own
+    transaction and its own failure: a key that cannot rotate (a bad stored
+    row of one organization) is logged and left due, and the others rotate.
     """
     now = now or timezone.now()
     due = ApiKey.objects.filter(status=ApiKey.Status.ACTIVE, next_rotation_at__lte=now)
     rotated = 0
-    for key_id in due.values_list("pk", flat=True).order_by("next_rotation_at")[:500]:
-        with transaction.atomic(durable=True):
-            key = (
-                ApiKey.objects.select_for_update(skip_locked=True)
-                .select_related("organization")
-                .filter(pk=key_id, status=ApiKey.Status.ACTIVE, next_rotation_at__lte=now)
-                .first()
+    for key_id, org_id in due.values_list("pk", "organization_id").order_by("next_rotation_at")[:500]:
+        try:
+            rotated += _rotate_due_key(key_id=key_id, now=now)
+        except Exception as exc:
+            # Ids and the error's class only: the new secret must never reach a log.
+            logger.exception(
+                "scheduled api key rotation failed",
+                extra={"key_pk": key_id, "org_id": org_id, "error": type(exc).__name__},
             )
-            if key is None:
-                continue
-            if not key.is_usable_at(now):
-                key.next_rotation_at = None
-                key.save(update_fields=["next_rotation_at"])
-                continue
-            _rotate_locked(key=key, now=now, grace_period=None, sealed=True)
-            rotated += 1
     if rotated:
         logger.info("scheduled api key rotation", extra={"rotated": rotated})
     return rotated

@@ -29,6 +29,6 @@ urlpatterns += [
 
 urlpatterns += [
     path("dashboard/members", views.members, name="dashboard-members"),
-    path("dashboard/members/<int:membership_id>/role", views.member_role, name="dashboard-member-role"),
-    path("dashboard/members/<int:membership_id>/remove", views.member_remove, name="dashboard-member-remove"),
+    path("dashboard/members/<id:membership_id>/role", views.member_role, name="dashboard-member-role"),
+    path("dashboard/members/<id:membership_id>/remove", views.member_remove, name="dashboard-member-remove"),
 ]

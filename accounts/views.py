@@ -35,7 +35,7 @@ from accounts.forms import (
     SignUpForm,
 )
 from accounts.models import Membership, User
-from accounts.throttle import login_attempt_limited
+from accounts.throttle import login_attempt_limited, sign_in_failed, sign_in_refused
 from oneflow.lib.errors import NotAllowed, NotFound, ServiceError
 
 P = ParamSpec("P")
@@ -146,12 +146,16 @@ class SignInView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        email = request.POST.get("username", "")
-        if login_attempt_limited(request, group="dashboard.signin", account=email or None):
+        # The JWT sign-in's limits (accounts.throttle): others' failures never refuse the owner.
+        email = request.POST.get("username", "") or None
+        if sign_in_refused(request, account=email):
             form = self.get_form()
             form.add_error(None, TOO_MANY)
             return self.render_to_response(self.get_context_data(form=form), status=429)
-        return super().post(request, *args, **kwargs)
+        response = super().post(request, *args, **kwargs)
+        if not request.user.is_authenticated:
+            sign_in_failed(request, account=email)
+        return response
 
 
 class SignOutView(auth_views.LogoutView):

@@ -29,7 +29,16 @@ from django.utils.html import format_html
 from accounts.admin import api_key_filter, changelist_links, filter_link, organization_filter
 from billing import price_imports, selectors, services
 from billing.forms import PriceFileForm, PriceImportConfirmForm, RefundForm
-from billing.models import BillingAccount, Budget, BudgetAlert, LedgerEntry, Price, UsageEvent, UsageRollup
+from billing.models import (
+    CREDITS_MAX,
+    BillingAccount,
+    Budget,
+    BudgetAlert,
+    LedgerEntry,
+    Price,
+    UsageEvent,
+    UsageRollup,
+)
 from oneflow.lib import money
 from oneflow.lib.admin import LargeTableAdmin, RecentFilter, ViewOnlyAdmin
 from oneflow.lib.errors import ServiceError
@@ -383,6 +392,7 @@ class GrantForm(forms.ModelForm):
     grant = forms.DecimalField(
         required=False,
         min_value=money.INTERNAL_QUANTUM,
+        max_value=CREDITS_MAX,
         decimal_places=money.INTERNAL_PLACES,
         help_text="Credits to add.",
     )

@@ -6,6 +6,7 @@ import csv
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -18,9 +19,10 @@ from rest_framework.views import APIView
 from accounts.models import ApiKey, Membership, Organization, User
 from accounts.selectors import api_key_get, membership_get
 from billing import selectors, services
-from billing.models import Budget
+from billing.models import CREDITS_MAX, Budget
 from oneflow.lib import money
 from oneflow.lib.errors import InvalidInput, NotAllowed, NotFound
+from oneflow.lib.serializers import StrictCharField
 
 
 def _organization_id(request: Request, org_id: int) -> int:
@@ -48,26 +50,45 @@ class BalanceApi(APIView):
         return Response(self.BalanceOutput(data).data)
 
 
-class LedgerApi(APIView):
-    class LedgerEntryOutput(serializers.Serializer):
-        created_at = serializers.DateTimeField()
-        kind = serializers.CharField()
-        amount = serializers.DecimalField(max_digits=38, decimal_places=10)
-        request_id = serializers.CharField()
-        note = serializers.CharField()
+_PAGE = OpenApiParameter("page", int, description="Page number, from 1.")
 
-    @extend_schema(responses=LedgerEntryOutput(many=True))
+
+class LedgerEntryOutput(serializers.Serializer):
+    created_at = serializers.DateTimeField()
+    kind = serializers.CharField()
+    amount = serializers.DecimalField(max_digits=38, decimal_places=10)
+    request_id = serializers.CharField()
+    note = serializers.CharField()
+
+
+class LedgerPage(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = LedgerEntryOutput(many=True)
+
+
+class LedgerApi(APIView):
+    """The statement, newest first, a page at a time."""
+
+    @extend_schema(parameters=[_PAGE], responses=LedgerPage)
     def get(self, request: Request, org_id: int) -> Response:
         paginator = PageNumberPagination()
         entries = selectors.ledger_of(organization_id=_organization_id(request, org_id))
         page = paginator.paginate_queryset(entries, request, view=self)
-        return paginator.get_paginated_response(self.LedgerEntryOutput(page, many=True).data)
+        return paginator.get_paginated_response(LedgerEntryOutput(page, many=True).data)
+
+
+_USAGE_DAY_BOUNDS = [
+    MinValueValidator(selectors.USAGE_FIRST_DAY),
+    MaxValueValidator(selectors.USAGE_LAST_DAY),
+]
 
 
 class UsageQuery(serializers.Serializer):
     group_by = serializers.ChoiceField(choices=list(selectors.USAGE_GROUPS), default="day")
-    start = serializers.DateField(required=False)
-    end = serializers.DateField(required=False, help_text="Exclusive.")
+    start = serializers.DateField(required=False, validators=_USAGE_DAY_BOUNDS)
+    end = serializers.DateField(required=False, help_text="Exclusive.", validators=_USAGE_DAY_BOUNDS)
 
     def window(self) -> tuple[datetime, datetime]:
         today = datetime.now(UTC).date()
@@ -189,13 +210,18 @@ _THRESHOLDS_HELP = "Whole percentages of the limit (1-100) that email the owners
 
 
 class BudgetCreateInput(serializers.Serializer):
-    api_key = serializers.CharField(
+    api_key = StrictCharField(
         allow_null=True,
         default=None,
         help_text="A key's id (key_...) to budget that key alone; null: the organization.",
     )
     period = serializers.ChoiceField(choices=Budget.Period.choices)
-    limit = serializers.DecimalField(max_digits=38, decimal_places=10, help_text="Credits per window, more than 0.")
+    limit = serializers.DecimalField(
+        max_digits=38,
+        decimal_places=10,
+        max_value=CREDITS_MAX,
+        help_text="Credits per window, more than 0.",
+    )
     alert_thresholds = serializers.ListField(
         child=serializers.IntegerField(), max_length=10, required=False, help_text=_THRESHOLDS_HELP
     )
@@ -203,7 +229,13 @@ class BudgetCreateInput(serializers.Serializer):
 
 
 class BudgetUpdateInput(serializers.Serializer):
-    limit = serializers.DecimalField(max_digits=38, decimal_places=10, required=False, help_text="Credits per window.")
+    limit = serializers.DecimalField(
+        max_digits=38,
+        decimal_places=10,
+        max_value=CREDITS_MAX,
+        required=False,
+        help_text="Credits per window.",
+    )
     alert_thresholds = serializers.ListField(
         child=serializers.IntegerField(), max_length=10, required=False, help_text=_THRESHOLDS_HELP
     )
@@ -277,9 +309,7 @@ class BudgetAlertPage(serializers.Serializer):
 class BudgetAlertListApi(APIView):
     """Alerts that budgets raised, newest first."""
 
-    @extend_schema(
-        parameters=[OpenApiParameter("page", int, description="Page number, from 1.")], responses=BudgetAlertPage
-    )
+    @extend_schema(parameters=[_PAGE], responses=BudgetAlertPage)
     def get(self, request: Request, org_id: int) -> Response:
         paginator = PageNumberPagination()
         alerts = selectors.budget_alerts_of(organization_id=_membership(request, org_id).organization_id)

@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from billing import price_imports
+from billing.models import CREDITS_MAX
 from oneflow.lib import money
 from oneflow.lib.errors import ServiceError
 
@@ -15,6 +16,7 @@ class RefundForm(forms.Form):
     amount = forms.DecimalField(
         required=False,
         min_value=money.INTERNAL_QUANTUM,
+        max_value=CREDITS_MAX,
         decimal_places=money.INTERNAL_PLACES,
         help_text="Credits to give back. Leave empty to refund all that is left.",
     )

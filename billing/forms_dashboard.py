@@ -6,18 +6,22 @@ from datetime import date, timedelta
 from typing import Any
 
 from django import forms
+from django.core.validators import MaxValueValidator, MinValueValidator
 
-from billing.selectors import STATUS_CLASSES, USAGE_GROUPS
+from billing.selectors import STATUS_CLASSES, USAGE_FIRST_DAY, USAGE_GROUPS, USAGE_LAST_DAY
 
 USAGE_DEFAULT_DAYS = 30
 USAGE_MAX_DAYS = 366  # a year, leap or not: the widest range the rollup read allows
+_USAGE_DAY_BOUNDS = [MinValueValidator(USAGE_FIRST_DAY), MaxValueValidator(USAGE_LAST_DAY)]
 
 
 class UsageRangeForm(forms.Form):
     """A range of whole UTC days, both ends included, and a grouping; last 30 days by default."""
 
-    start = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(label="To", help_text="Included.", widget=forms.DateInput(attrs={"type": "date"}))
+    start = forms.DateField(label="From", validators=_USAGE_DAY_BOUNDS, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(
+        label="To", help_text="Included.", validators=_USAGE_DAY_BOUNDS, widget=forms.DateInput(attrs={"type": "date"})
+    )
     group_by = forms.ChoiceField(label="Group by", choices=[(group, group.capitalize()) for group in USAGE_GROUPS])
 
     @classmethod

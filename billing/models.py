@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import ClassVar
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -83,7 +83,19 @@ class UsageEvent(models.Model):
         return self.request_id
 
 
-_USD_PER_1M = {"max_digits": 16, "decimal_places": 6, "validators": [MinValueValidator(0)]}
+# What a person may write (REST, dashboard, admin). Redis counts credits in integer
+# units of 1e-6 (billing.holds); a hold multiplies a price by tokens and the markup,
+# and a budget window sums holds. These bounds keep every such figure far inside a
+# signed 64-bit integer (9.2e18 units) and inside the Decimal columns below.
+CREDITS_MAX = Decimal(10**9)  # credits: one budget limit, grant or refund
+PRICE_MAX = Decimal(10**6)  # USD per 1M tokens (1 USD a token), or per request
+MARKUP_MAX = Decimal(100)
+
+_USD_PER_1M = {
+    "max_digits": 16,
+    "decimal_places": 6,
+    "validators": [MinValueValidator(0), MaxValueValidator(PRICE_MAX)],
+}
 
 
 class Price(models.Model):
@@ -136,7 +148,12 @@ class BillingAccount(models.Model):
     # Credits, at money.INTERNAL_PLACES.
     balance = models.DecimalField(max_digits=38, decimal_places=10, default=Decimal(0))
     # Multiplies every price for this organization (1 = list price).
-    markup = models.DecimalField(max_digits=8, decimal_places=4, default=Decimal(1), validators=[MinValueValidator(0)])
+    markup = models.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        default=Decimal(1),
+        validators=[MinValueValidator(0), MaxValueValidator(MARKUP_MAX)],
+    )
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -272,7 +289,9 @@ class Budget(models.Model):
     )
     period = models.CharField(max_length=7, choices=Period.choices)
     # Credits, at money.INTERNAL_PLACES, per window.
-    limit = models.DecimalField(max_digits=38, decimal_places=10, validators=[validate_positive])
+    limit = models.DecimalField(
+        max_digits=38, decimal_places=10, validators=[validate_positive, MaxValueValidator(CREDITS_MAX)]
+    )
     alert_thresholds = models.CharField(
         max_length=40,
         blank=True,

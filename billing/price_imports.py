@@ -19,7 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from billing import selectors
-from billing.models import Price
+from billing.models import PRICE_MAX, Price
 from oneflow.lib import money
 from oneflow.lib.errors import InvalidInput
 
@@ -37,7 +37,7 @@ ALIASES = {
 }
 # Price's columns: DecimalField(max_digits=16, decimal_places=6).
 PRICE_QUANTUM = Decimal("0.000001")
-PRICE_LIMIT = Decimal(10) ** 10
+PRICE_LIMIT = PRICE_MAX  # the admin's bound too: what holds can multiply safely
 TRUE = {"true", "1", "yes", "y"}
 FALSE = {"false", "0", "no", "n", ""}
 
@@ -242,8 +242,8 @@ def _amount(name: str, value: Any, problems: list[str]) -> Decimal | None:
         problems.append(f"{name} {value!r} is not a decimal number")
     elif amount < 0:
         problems.append(f"{name} must not be negative (got {amount})")
-    elif amount >= PRICE_LIMIT:
-        problems.append(f"{name} {amount} is too large")
+    elif amount > PRICE_LIMIT:
+        problems.append(f"{name} {amount} is too large (at most {PRICE_LIMIT})")
     elif amount != amount.quantize(PRICE_QUANTUM, context=money.CONTEXT):
         problems.append(f"{name} {amount} has more than 6 decimal places")
     else:

@@ -14,8 +14,8 @@ urlpatterns = [
 
 urlpatterns += [
     path("dashboard/billing", views_billing.billing, name="dashboard-billing"),
-    path("dashboard/billing/budgets/<int:budget_id>", views_billing.budget_update, name="dashboard-budget-update"),
+    path("dashboard/billing/budgets/<id:budget_id>", views_billing.budget_update, name="dashboard-budget-update"),
     path(
-        "dashboard/billing/budgets/<int:budget_id>/delete", views_billing.budget_delete, name="dashboard-budget-delete"
+        "dashboard/billing/budgets/<id:budget_id>/delete", views_billing.budget_delete, name="dashboard-budget-delete"
     ),
 ]

@@ -23,11 +23,12 @@ from accounts.models import ApiKey
 from accounts.views import Dashboard, dashboard_view
 from billing import selectors, services
 from billing.budgets import parse_thresholds
-from billing.models import Budget, LedgerEntry, Price
+from billing.models import CREDITS_MAX, Budget, LedgerEntry, Price
 from oneflow.lib import money
 from oneflow.lib.errors import NotFound, ServiceError
 
 LEDGER_PER_PAGE = 25
+LEDGER_MAX_PAGE = 1_000_000  # 25 million entries: far past any statement, far below an offset overflow
 # The spend of the shown budgets takes two queries however many; an organization rarely has more.
 BUDGETS_SHOWN = 20
 ALERTS_SHOWN = 10
@@ -48,7 +49,10 @@ def _thresholds(text: str) -> tuple[int, ...]:
 
 class BudgetUpdateForm(ServiceErrorsMixin, forms.Form):
     limit = forms.DecimalField(
-        label="Limit (credits)", min_value=money.INTERNAL_QUANTUM, decimal_places=money.INTERNAL_PLACES
+        label="Limit (credits)",
+        min_value=money.INTERNAL_QUANTUM,
+        max_value=CREDITS_MAX,
+        decimal_places=money.INTERNAL_PLACES,
     )
     alert_thresholds = forms.CharField(
         label="Alert at (% of the limit)", max_length=100, initial="50,80,100", help_text="Comma-separated, 1 to 100."
@@ -138,7 +142,8 @@ def _price_rows(organization_id: int) -> list[PriceRow]:
 def _ledger_page(request: HttpRequest, dashboard: Dashboard) -> tuple[list[LedgerEntry], int, bool]:
     """One page of the statement and whether another follows: no count of all entries."""
     try:
-        number = max(1, int(request.GET.get("page", "1")))
+        # Clamped: an offset past a 64-bit integer fails in the database, not here.
+        number = min(max(1, int(request.GET.get("page", "1"))), LEDGER_MAX_PAGE)
     except ValueError:
         number = 1
     start = (number - 1) * LEDGER_PER_PAGE

@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from oneflow.lib.env import Env, production_problems
 from oneflow.lib.redis import EMBEDDED_URL
+from oneflow.lib.secrets import installation_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -25,12 +26,21 @@ env = Env()
 ONEFLOW_ENV = env.choice("ONEFLOW_ENV", ("development", "production"), "development")
 PRODUCTION = ONEFLOW_ENV == "production"
 
-# Public and known: development only. Production refuses to start with these.
+# The defaults of earlier versions, public in their source: production refuses
+# them, and nothing uses them any more.
 INSECURE_SECRET_KEY = "oneflow-development-only-secret-key-never-use-in-production-0123456789"  # noqa: S105 - a known value that production refuses
 INSECURE_JWT_SIGNING_KEY = "oneflow-development-only-jwt-signing-key-never-use-in-production"
 
-SECRET_KEY = env.secret("SECRET_KEY", INSECURE_SECRET_KEY)
-JWT_SIGNING_KEY = env.secret("JWT_SIGNING_KEY", INSECURE_JWT_SIGNING_KEY)
+
+def _installation_default(name: str) -> str:
+    """Outside production, a variable left unset falls back to a random value made
+    once per installation (var/<name>, mode 0600): a key known to everyone would let
+    anyone forge a superuser's token. Production must set it (checked below)."""
+    return "" if PRODUCTION else installation_secret(VAR_DIR / name.lower())
+
+
+SECRET_KEY = env.secret("SECRET_KEY") or _installation_default("SECRET_KEY")
+JWT_SIGNING_KEY = env.secret("JWT_SIGNING_KEY") or _installation_default("JWT_SIGNING_KEY")
 # Seals secrets that must be read back (oneflow.lib.crypto); defaults to one
 # derived from SECRET_KEY, so rotating SECRET_KEY then loses what was sealed.
 ENCRYPTION_KEY = env.secret("ENCRYPTION_KEY") or SECRET_KEY
@@ -226,11 +236,24 @@ USAGE_RETENTION = timedelta(days=env.int("USAGE_RETENTION_DAYS", 90, minimum=1))
 # key or its organization says otherwise.
 API_KEY_GRACE_PERIOD = env.seconds("API_KEY_GRACE_PERIOD_SECONDS", timedelta(days=7))
 
+# How many organizations one person may own: creating more is refused (400).
+MAX_ORGANIZATIONS_PER_USER = env.int("MAX_ORGANIZATIONS_PER_USER", 20, minimum=1)
+
+# Provider credentials may reference their secret instead of storing it; OneFlow
+# sends the value to the provider's base_url, so a reference must never reach
+# OneFlow's own secrets (oneflow.lib.secrets): env:NAME only for variables starting
+# with PROVIDER_SECRET_ENV_PREFIX or listed in PROVIDER_SECRET_ENV_ALLOWED (the
+# demo catalog uses OPENAI_API_KEY); file:PATH only inside PROVIDER_SECRETS_DIR
+# (symlinks and ".." resolved first; unset, file references are refused).
+PROVIDER_SECRET_ENV_PREFIX = env.str("PROVIDER_SECRET_ENV_PREFIX", "ONEFLOW_PROVIDER_")
+PROVIDER_SECRET_ENV_ALLOWED = env.list("PROVIDER_SECRET_ENV_ALLOWED", ["OPENAI_API_KEY"])
+PROVIDER_SECRETS_DIR = env.str("PROVIDER_SECRETS_DIR", "")
+
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.tokens.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["oneflow.lib.parsers.BoundedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
@@ -238,6 +261,10 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
+# Access tokens live 30 minutes, refresh tokens JWT_REFRESH_LIFETIME_SECONDS from
+# sign-in: rotation blacklists the presented token and never extends the session
+# past sign-in + that lifetime. A password change, reset or deactivation refuses
+# every earlier token at its next use (accounts.tokens checks each token's stamp).
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=30),
     "REFRESH_TOKEN_LIFETIME": env.seconds("JWT_REFRESH_LIFETIME_SECONDS", timedelta(days=7)),
@@ -247,11 +274,19 @@ SIMPLE_JWT = {
     "ALGORITHM": "HS256",
     "SIGNING_KEY": JWT_SIGNING_KEY,
     "AUTH_HEADER_TYPES": ("Bearer",),
+    "TOKEN_OBTAIN_SERIALIZER": "accounts.tokens.TokenObtainPairSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "accounts.tokens.TokenRefreshSerializer",
 }
 
 RATELIMIT_VIEW = "oneflow.lib.errors.ratelimited_view"
-# Sign-in attempts allowed per client address and per account, per minute.
+# Brute-force limits (policy in accounts/throttle.py): attempts per client address
+# (sign-in, sign-up, password reset; also per address asked for on sign-up and
+# reset); failed sign-ins per account and client address; failed sign-ins per
+# account from all addresses, past which each address that failed is refused.
+# Failures never refuse an address that has not failed itself.
 LOGIN_RATE = env.str("LOGIN_RATE", "10/m")
+LOGIN_FAILURE_RATE = env.str("LOGIN_FAILURE_RATE", "10/15m")
+LOGIN_ACCOUNT_FAILURE_RATE = env.str("LOGIN_ACCOUNT_FAILURE_RATE", "100/h")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "OneFlow API",
@@ -262,6 +297,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Ids in paths: at most 18 digits (oneflow.lib.converters), so always a valid bigint.
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}},
 }
 
 # --- Security -----------------------------------------------------------------
@@ -269,6 +306,14 @@ SPECTACULAR_SETTINGS = {
 # Anything larger is refused with 413 before Django reads it (oneflow.asgi).
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+# Seconds a client gets to send its whole request body after its headers; a
+# slower one gets 408 and the connection is closed (oneflow.asgi). Headers
+# themselves are the proxy's to time out (deploy/README.md).
+BODY_READ_TIMEOUT_SECONDS = float(env.decimal("BODY_READ_TIMEOUT_SECONDS", "30"))
+# /metrics on the user-traffic port serves only the bearer of this token; without
+# one it answers 404 in production (metrics have their own port there, METRICS_PORT
+# in deploy/gunicorn.conf.py) and serves loopback peers only elsewhere.
+METRICS_TOKEN = env.secret("METRICS_TOKEN")
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -287,8 +332,8 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-    # Probes and scrapers talk plain HTTP inside the cluster.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    # Probes talk plain HTTP inside the cluster (/metrics is served outside Django).
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
     if env.bool("TRUST_X_FORWARDED_PROTO", default=True):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 

@@ -1,8 +1,12 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from oneflow import health
+from oneflow.lib.converters import IdConverter
+
+# Registered before the apps' URLs below are included: they use <id:...>.
+register_converter(IdConverter, "id")
 
 handler404 = "oneflow.lib.errors.not_found_view"
 handler500 = "oneflow.lib.errors.server_error_view"
@@ -20,6 +24,5 @@ urlpatterns = [
     path("", include("accounts.urls_dashboard")),
     path("", include("billing.urls_dashboard")),
     path("", include("routing.urls_dashboard")),
-    # /metrics; under several workers it sums them (PROMETHEUS_MULTIPROC_DIR).
-    path("", include("django_prometheus.urls")),
+    # /metrics is served outside Django, by oneflow.lib.metrics.
 ]

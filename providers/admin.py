@@ -59,6 +59,11 @@ class CredentialForm(forms.ModelForm):
     class Meta:
         model = Credential
         fields = ("provider", "name", "secret", "reference", "status", "status_reason")
+        help_texts = {
+            "reference": "Instead of a stored secret: env:NAME, where NAME starts with PROVIDER_SECRET_ENV_PREFIX "
+            "(ONEFLOW_PROVIDER_ by default) or is listed in PROVIDER_SECRET_ENV_ALLOWED, or file:PATH inside "
+            "PROVIDER_SECRETS_DIR. Its value is sent to the provider's base URL.",
+        }
 
 
 class FlaggedFilter(admin.SimpleListFilter):

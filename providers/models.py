@@ -16,6 +16,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from oneflow.lib.secrets import ReferenceRefused, provider_reference_policy
+
 
 class Provider(models.Model):
     class Kind(models.TextChoices):
@@ -88,6 +90,15 @@ class Credential(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider.name} / {self.name}"
+
+    def clean(self) -> None:
+        # Checked again on use (providers.selectors.credential_resolve): settings may
+        # change, and rows may come from elsewhere than a form.
+        if self.reference:
+            try:
+                provider_reference_policy().check(self.reference.strip())
+            except ReferenceRefused as exc:
+                raise ValidationError({"reference": str(exc)}) from None
 
 
 class Strategy(models.TextChoices):

@@ -7,12 +7,11 @@ when the configuration version changes, so no request reads these tables.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 from oneflow.lib.crypto import unseal
+from oneflow.lib.secrets import ReferenceRefused, provider_reference_policy
 from providers.adapters.base import Target
 from providers.models import Credential, Deployment, Provider, PublicModel, Strategy
 
@@ -24,16 +23,18 @@ class CredentialUnavailable(Exception):
 
 
 def credential_resolve(credential: Credential) -> str:
-    """The secret itself: unsealed, or read from the environment or a file."""
-    if credential.reference.startswith("env:"):
-        value = os.environ.get(credential.reference[4:], "")
-    elif credential.reference.startswith("file:"):
+    """The secret itself: unsealed, or read from an allowed ``env:``/``file:`` reference.
+
+    A reference outside PROVIDER_SECRET_ENV_PREFIX/ALLOWED or PROVIDER_SECRETS_DIR is
+    refused here too, whatever was saved: its value would go to the provider's host.
+    The error names the reference and the rule, never a value.
+    """
+    if credential.reference:
         try:
-            value = Path(credential.reference[5:]).read_text().strip()
-        except OSError:
-            value = ""
-    else:
-        value = (unseal(credential.sealed_secret) or "") if credential.sealed_secret else ""
+            return provider_reference_policy().read(credential.reference.strip())
+        except ReferenceRefused as exc:
+            raise CredentialUnavailable(f"credential {credential.pk}: {exc}") from None
+    value = (unseal(credential.sealed_secret) or "") if credential.sealed_secret else ""
     if not value:
         raise CredentialUnavailable(f"credential {credential.pk} has no readable secret")
     return value
@@ -104,8 +105,10 @@ def deployment_view(deployment: Deployment) -> DeploymentView | None:
             return None
         try:
             api_key = credential_resolve(deployment.credential)
-        except CredentialUnavailable:
-            logger.warning("deployment skipped: credential unreadable", extra={"deployment_id": deployment.pk})
+        except CredentialUnavailable as exc:
+            logger.warning(
+                "deployment skipped: credential unreadable", extra={"deployment_id": deployment.pk, "reason": str(exc)}
+            )
             return None
     elif deployment.provider.kind != Provider.Kind.SIMULATOR:
         return None

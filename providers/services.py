@@ -18,7 +18,7 @@ from oneflow.lib.crypto import seal
 from oneflow.lib.errors import InvalidInput
 from providers.adapters import UpstreamError, adapter_for
 from providers.models import Credential, Deployment, Provider, PublicModel
-from providers.selectors import deployment_view
+from providers.selectors import CredentialUnavailable, credential_resolve, deployment_view
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,13 @@ def deployment_test_connection(*, deployment: Deployment) -> tuple[bool, str]:
     """
     view = deployment_view(deployment)
     if view is None:
-        return False, "Not callable: the deployment has no usable credential."
+        reason = "the deployment has no usable credential"
+        if deployment.credential is not None:
+            try:
+                credential_resolve(deployment.credential)
+            except CredentialUnavailable as exc:
+                reason = str(exc)  # names the reference and the rule, never a value
+        return False, f"Not callable: {reason}."
     adapter = adapter_for(view.target.kind)
     if deployment.public_model.kind == PublicModel.Kind.EMBEDDING:
         request: dict[str, object] = {"input": "ping"}

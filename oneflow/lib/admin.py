@@ -18,6 +18,8 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from oneflow.lib.converters import ID_MAX
+
 # Rows a changelist counts at most: 50 pages of 100. Past it the list says
 # "5000+" and searches or filters narrow it down.
 COUNT_CAP = 5_000
@@ -89,7 +91,10 @@ class RelatedIdFilter(admin.SimpleListFilter):
 
     def chosen(self) -> int | None:
         value = self.value()
-        return int(value) if value and value.isdigit() else None
+        # ASCII digits of a bigint only: "²" is a digit to isdigit(), and a longer id fails in the database.
+        if not (value and value.isascii() and value.isdigit() and int(value) <= ID_MAX):
+            return None
+        return int(value)
 
 
 def related_id_filter(model: type[Model], path: str, *, parameter: str | None = None) -> type[RelatedIdFilter]:
