@@ -33,8 +33,17 @@ timeout = 120
 
 # Longer than the idle timeout of the load balancer in front (AWS ALB default:
 # 60 s), so the balancer, not gunicorn, closes idle connections; otherwise it can
-# reuse a socket we just closed and answer the client with a 502.
+# reuse a socket we just closed and answer the client with a 502. The uvicorn
+# worker takes it as its timeout_keep_alive.
 keepalive = 75
+
+# Slow clients. uvicorn has no timeout for reading request headers, and its
+# keep-alive timer restarts on every byte received, and the uvicorn worker does
+# not pass gunicorn's limit_request_* on: the proxy in front must time out and
+# bound headers (nginx client_header_timeout, large_client_header_buffers; see
+# deploy/nginx/ and deploy/README.md). The body is bounded by the app itself:
+# BODY_READ_TIMEOUT_SECONDS after the headers, a client still sending gets 408
+# and its connection is closed (oneflow.lib.asgi.BodyReadDeadlineMiddleware).
 
 # Worker recycling is off by default: a recycled worker closes its keep-alive
 # connections, and clients racing that close see failed requests (the bench
@@ -84,6 +93,31 @@ logconfig_dict = {
 # deployment gets it; workers inherit it. The folder is emptied at start, and a
 # dead worker's live gauges are dropped.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/oneflow-prometheus")  # noqa: S108 - an emptyDir in Kubernetes
+
+
+# Metrics get a port of their own, served by the master with prometheus_client's
+# own HTTP server summing every worker's files: one scrape target per pod. Only
+# what scrapes pods directly (Prometheus) reaches it; the Service and the ingress
+# carry user traffic to the http port only, where /metrics answers 404 in
+# production (or serves the bearer of METRICS_TOKEN). No Host check applies here,
+# so a scrape by pod IP works. METRICS_PORT=0 turns it off.
+_metrics_port = int(os.environ.get("METRICS_PORT", "9100"))
+# All addresses of the pod's own network namespace.
+_metrics_addr = os.environ.get("METRICS_ADDR", "0.0.0.0")
+
+
+def when_ready(server: object) -> None:
+    if not _metrics_port or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: PLC0415 - only in the master
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    try:
+        start_http_server(_metrics_port, _metrics_addr, registry=registry)
+    except OSError as error:
+        # A re-executed master (USR2) while the old one still holds the port.
+        server.log.error("metrics port %s not served: %s", _metrics_port, error)  # type: ignore[attr-defined]
 
 
 def on_starting(server: object) -> None:

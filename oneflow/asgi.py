@@ -16,12 +16,16 @@ from django.utils.module_loading import import_string  # noqa: E402
 from oneflow.celery import embedded_beat_start, embedded_beat_stop  # noqa: E402
 from oneflow.lib import http, redis  # noqa: E402
 from oneflow.lib.asgi import (  # noqa: E402
+    ASGIApp,
+    BodyReadDeadlineMiddleware,
     BodySizeLimitMiddleware,
     LifespanMiddleware,
     PathRouter,
     RequestIdMiddleware,
+    SecurityHeadersMiddleware,
     shutdown_hooks,
 )
+from oneflow.lib.metrics import MetricsEndpoint  # noqa: E402
 
 
 def _startup() -> None:
@@ -38,9 +42,18 @@ async def _shutdown() -> None:
     await redis.close_loop_client()
 
 
-routed = PathRouter(django_application, {"/v1/": import_string(settings.ONEFLOW_PROXY_APP)})
-application = LifespanMiddleware(
-    RequestIdMiddleware(BodySizeLimitMiddleware(routed, limit=settings.MAX_REQUEST_BODY_BYTES)),
-    on_startup=_startup,
-    on_shutdown=_shutdown,
-)
+def build() -> ASGIApp:
+    """The whole web application, wrapped as the current settings say (tests build
+    one under other settings)."""
+    metrics = MetricsEndpoint(
+        django_application, token=settings.METRICS_TOKEN, open_to_loopback=not settings.PRODUCTION
+    )
+    routed = PathRouter(metrics, {"/v1/": import_string(settings.ONEFLOW_PROXY_APP)})
+    limited = BodySizeLimitMiddleware(routed, limit=settings.MAX_REQUEST_BODY_BYTES)
+    bounded = BodyReadDeadlineMiddleware(limited, seconds=settings.BODY_READ_TIMEOUT_SECONDS)
+    # Outermost but for the request id, so the wrappers' own answers carry it too.
+    secured = SecurityHeadersMiddleware(bounded, headers=[(b"x-content-type-options", b"nosniff")])
+    return LifespanMiddleware(RequestIdMiddleware(secured), on_startup=_startup, on_shutdown=_shutdown)
+
+
+application = build()

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from oneflow.lib.asgi import shutdown_hooks
 from routing import anthropic_api, idempotency, openai_api, protocol, reservations
-from routing.errors import GatewayError
+from routing.errors import GatewayError, bearer_challenge
 from routing.protocol import ClientGone, Receive, Request, Scope, Send
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ def _is_anthropic(request: Request) -> bool:
 
 async def _render_error(request: Request, error: GatewayError) -> None:
     headers = dict(error.headers)
+    if error.status == 401:
+        key_sent = bool(request.headers.get("authorization") or request.headers.get("x-api-key"))
+        headers.setdefault("www-authenticate", bearer_challenge(key_sent=key_sent))
     if _is_anthropic(request):
         headers["request-id"] = request.request_id
         body = error.anthropic_body(request.request_id)

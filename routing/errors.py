@@ -61,6 +61,14 @@ class GatewayError(Exception):
         return {"type": "error", "error": {"type": kind, "message": self.message}, "request_id": request_id}
 
 
+def bearer_challenge(*, key_sent: bool) -> str:
+    """``WWW-Authenticate`` of every 401 (RFC 9110 §11.6.1) in RFC 6750's form:
+    ``error="invalid_token"`` only when a key was sent, since a request that sent
+    none gets no error code (RFC 6750 §3.1)."""
+    realm = 'Bearer realm="OneFlow"'
+    return f'{realm}, error="invalid_token"' if key_sent else realm
+
+
 def invalid_key(message: str | None = None) -> GatewayError:
     return GatewayError(
         401,

@@ -1,4 +1,6 @@
-"""Prometheus metrics of the proxy API, served at /metrics.
+"""Prometheus metrics of the proxy API, for Prometheus only: served on the
+metrics port under gunicorn, and at /metrics by oneflow.lib.metrics (404 on the
+user-traffic port in production unless METRICS_TOKEN is set).
 
 Labels are bounded: the public model (unknown names fold into "other"), the
 provider name (operator-defined, few), the status class. Under several

@@ -6,7 +6,9 @@ error pages and a refused upload included, and cost no thread hop.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -21,6 +23,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 # Loose on purpose: Django's and uvicorn's own ASGI types differ in detail.
 ASGIApp = Callable[..., Awaitable[None]]
+
+logger = logging.getLogger(__name__)
 
 _CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _ID_HEADERS = frozenset({b"x-request-id", b"x-client-request-id"})
@@ -125,18 +129,139 @@ class BodySizeLimitMiddleware:
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         message = f"Request body is larger than the limit of {self.limit} bytes."
-        body = error_body(message, status_code=413, code="request_too_large")
-        if scope.get("path", "").startswith("/v1/messages"):
-            body = {"type": "error", "error": {"type": "request_too_large", "message": message}}
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-            },
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_error(scope, send, 413, message, code="request_too_large", anthropic_type="request_too_large")
+
+
+async def send_error(
+    scope: Scope,
+    send: Send,
+    status: int,
+    message: str,
+    *,
+    code: str,
+    anthropic_type: str = "invalid_request_error",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """An answer of these wrappers' own, in the shape the path's clients parse:
+    Anthropic's on /v1/messages, OpenAI's (which /api shares) everywhere else."""
+    if scope.get("path", "").startswith("/v1/messages"):
+        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        body: dict[str, Any] = {"type": "error", "error": {"type": anthropic_type, "message": message}}
+        body |= {"request_id": request_id} if request_id else {}
+    else:
+        body = error_body(message, status_code=status, code=code)
+    payload = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*raw, *(headers or [])]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class BodyReadDeadlineMiddleware:
+    """Bounds the time a client may take to send its request body.
+
+    A client that sends its headers and then drips the body (a byte every few
+    seconds) would otherwise hold a connection and a request forever: uvicorn
+    has no body timeout and restarts its keep-alive timer on every byte. Past
+    ``seconds`` after the headers, the app is told the client went away (Django
+    and the proxy then drop the request without answering) and 408 is sent here
+    with ``Connection: close``.
+
+    An answer that starts before the body is complete (a 413 on the declared
+    length, say) first waits for the rest of the body, within the same deadline,
+    and throws it away: closing on unread data would reset the connection and
+    lose the answer to an honest client still sending, while keeping it open
+    would let the server go on reading a drip with no deadline at all. Past the
+    deadline the answer goes out with ``Connection: close``.
+    """
+
+    def __init__(self, app: ASGIApp, *, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        # Nothing to wait for without a body (a GET): the app may never call receive().
+        complete = not _has_body(scope["headers"])
+        timed_out = started = False
+
+        async def bounded_receive() -> Message:
+            nonlocal complete, timed_out
+            if timed_out:
+                return {"type": "http.disconnect"}
+            if complete:
+                # After the body, receive() waits for a disconnect as long as a response runs.
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                timed_out = True
+                return {"type": "http.disconnect"}
+            complete = message["type"] != "http.request" or not message.get("more_body")
+            return message
+
+        async def closing_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                while not complete and not timed_out:
+                    if (await bounded_receive())["type"] == "http.disconnect":
+                        break
+                if not complete:
+                    message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            await send(message)
+
+        await self.app(scope, bounded_receive, closing_send)
+        if timed_out and not started:
+            logger.warning("request body not received in time", extra={"path": scope.get("path", "")})
+            message = f"The request body was not received within {self.seconds:g} seconds."
+            await send_error(
+                scope,
+                send,
+                408,
+                message,
+                code="request_timeout",
+                anthropic_type="timeout_error",
+                headers=[(b"connection", b"close")],
+            )
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            return True
+    return False
+
+
+class SecurityHeadersMiddleware:
+    """Adds ``headers`` to every answer that does not set them itself.
+
+    Django's SecurityMiddleware covers the responses that pass through Django's
+    middleware; this covers the rest: the /v1 proxy (JSON, event streams and
+    errors), the answers of the wrappers here (413, 408) and the few answers
+    Django's handler sends before any middleware runs.
+    """
+
+    def __init__(self, app: ASGIApp, *, headers: list[tuple[bytes, bytes]]) -> None:
+        self.app = app
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def decorating_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [header for header in self.headers if header[0] not in present]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, decorating_send)
 
 
 # Coroutines the web process runs at shutdown, registered by the apps it
