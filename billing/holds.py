@@ -38,6 +38,10 @@ from billing.usage import PENDING, STREAM
 from oneflow.lib.redis import ScriptCall, run_scripts
 
 UNITS_PER_CREDIT = 1_000_000
+# Redis counts in signed 64-bit integers. A balance above this (4.6e12 credits) is
+# seeded as this; a request whose worst case is above it is refused, as no balance
+# could cover it.
+MAX_UNITS = 2**62
 HOLD_TTL_SECONDS = 15 * 60  # longer than any request may run
 
 # Hold entries read "units:expires:budget-key|budget-key".
@@ -271,7 +275,7 @@ def _settle_call(
 
 def _seed_call(organization_id: int, ledger_units: int, force: bool) -> tuple[list[str], list[Any]]:
     keys = [free_key(organization_id), holds_key(organization_id), PENDING]
-    return keys, [ledger_units, organization_id, "force" if force else ""]
+    return keys, [min(ledger_units, MAX_UNITS), organization_id, "force" if force else ""]
 
 
 def _budget_seed_call(slot: BudgetSlot, stored_units: int) -> tuple[list[str], list[Any]]:

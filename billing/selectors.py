@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import logging
+import zoneinfo
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import CharField, Q, QuerySet, Sum
+from django.db.models.functions import Cast
+from django.utils import timezone
 
 from accounts.models import ApiKey
 from billing.budgets import budget_window, parse_thresholds
-from billing.models import BillingAccount, Budget, BudgetAlert, LedgerEntry, Price, UsageEvent, UsageRollup
+from billing.models import (
+    CREDITS_MAX,
+    MARKUP_MAX,
+    BillingAccount,
+    Budget,
+    BudgetAlert,
+    LedgerEntry,
+    Price,
+    UsageEvent,
+    UsageRollup,
+)
 from billing.pricing import Terms, Tokens, cost_credits
 from oneflow.lib import money
+from oneflow.lib.db import readable_rows
 from oneflow.lib.errors import NotFound
+
+logger = logging.getLogger(__name__)
 
 
 def price_at(*, public_model: str, moment: datetime) -> Price | None:
@@ -32,6 +49,11 @@ def ledger_sum(*, account: BillingAccount) -> Decimal:
 
 
 USAGE_GROUPS = {"day": "bucket", "model": "public_model", "key": "api_key__public_id", "provider": "provider"}
+# The days a usage read accepts from a person: far enough inside the calendar that
+# the windows built around them (a default start a month back, an exclusive end a
+# day on, a chart a year wide) are still dates.
+USAGE_FIRST_DAY = date(1970, 1, 1)
+USAGE_LAST_DAY = date(9998, 12, 31)
 
 
 def usage_summary(*, organization_id: int, start: datetime, end: datetime, group_by: str) -> list[dict[str, Any]]:
@@ -65,6 +87,10 @@ class PriceBook:
 
     versions: dict[str, tuple[Price, ...]]  # oldest first
     markups: dict[int, Decimal]  # organizations whose markup is not 1
+    # Stored rows that cannot be used (unreadable, or out of bounds), and why:
+    # they degrade their own model or organization, never the whole book.
+    broken_models: Mapping[str, str] = field(default_factory=dict)
+    broken_organizations: Mapping[int, str] = field(default_factory=dict)
 
     def at(self, public_model: str, moment: datetime) -> Price | None:
         found = None
@@ -94,11 +120,52 @@ def price_book(*, models: set[str] | None = None) -> PriceBook:
     prices = Price.objects.order_by("public_model", "effective_from")
     if models is not None:
         prices = prices.filter(public_model__in=models)
+    readable, unreadable = readable_rows(prices)
     versions: dict[str, list[Price]] = {}
-    for price in prices:
+    for price in readable:
         versions.setdefault(price.public_model, []).append(price)
-    markups = dict(BillingAccount.objects.exclude(markup=Decimal(1)).values_list("organization_id", "markup"))
-    return PriceBook(versions={model: tuple(rows) for model, rows in versions.items()}, markups=markups)
+    broken_models = dict.fromkeys(
+        Price.objects.filter(pk__in=unreadable).values_list("public_model", flat=True),
+        "a stored price version of this model cannot be read",
+    )
+    markups, broken_organizations = _markups()
+    _log_broken("price", {**broken_models, **broken_organizations})
+    return PriceBook(
+        versions={model: tuple(rows) for model, rows in versions.items()},
+        markups=markups,
+        broken_models=broken_models,
+        broken_organizations=broken_organizations,
+    )
+
+
+def _markups() -> tuple[dict[int, Decimal], dict[int, str]]:
+    """Markups other than 1, read as text: one the column cannot hold breaks its organization only."""
+    rows = BillingAccount.objects.exclude(markup=Decimal(1)).values_list(
+        "organization_id", Cast("markup", output_field=CharField())
+    )
+    markups, broken = {}, {}
+    for organization_id, text in rows:
+        markup = _decimal(text)
+        if markup is None or not 0 <= markup <= MARKUP_MAX:
+            broken[organization_id] = "the organization's price markup is not a number between 0 and 100"
+        else:
+            markups[organization_id] = markup
+    return markups, broken
+
+
+def _decimal(text: Any) -> Decimal | None:
+    try:
+        value = Decimal(str(text))
+    except (InvalidOperation, ValueError):
+        return None
+    return value if value.is_finite() else None
+
+
+def _log_broken(kind: str, broken: Mapping[Any, str]) -> None:
+    for owner, reason in broken.items():
+        logger.warning(
+            "unusable %s row: its owner is refused until it is fixed", kind, extra={"owner": owner, "reason": reason}
+        )
 
 
 def credits_balance(*, organization_id: int) -> Decimal:
@@ -132,6 +199,15 @@ class BudgetBook:
 
     organizations: dict[int, tuple[BudgetView, ...]]  # budgets of whole organizations
     keys: dict[int, tuple[BudgetView, ...]]  # budgets of single keys
+    # Budgets stored in a form they cannot be enforced in, and why, by organization
+    # (or by key): requests they cover are refused, everyone else is served.
+    broken_organizations: Mapping[int, str] = field(default_factory=dict)
+    broken_keys: Mapping[int, str] = field(default_factory=dict)
+
+    def problem(self, organization_id: int, api_key_id: int | None) -> str | None:
+        """Why a budget this request spends from cannot be enforced; None when all can."""
+        found = self.broken_organizations.get(organization_id)
+        return found or (self.broken_keys.get(api_key_id) if api_key_id is not None else None)
 
     def for_request(self, organization_id: int, api_key_id: int | None) -> tuple[BudgetView, ...]:
         """The budgets a request spends from: its organization's, then its key's."""
@@ -142,26 +218,61 @@ class BudgetBook:
 
 
 def budget_book() -> BudgetBook:
-    """Loads the enabled budgets with their organizations' time zones, in one query."""
+    """Loads the enabled budgets with their organizations' time zones, in one query.
+
+    The limit is read as text: a budget whose stored limit, period, time zone or
+    thresholds cannot be enforced is set aside (its organization's or key's
+    requests are refused, with the reason) instead of failing the whole book.
+    """
     rows = (
         Budget.objects.filter(enabled=True)
         .order_by("pk")
         .values_list(
-            "pk", "organization_id", "api_key_id", "period", "limit", "organization__time_zone", "alert_thresholds"
+            "pk",
+            "organization_id",
+            "api_key_id",
+            "period",
+            Cast("limit", output_field=CharField()),
+            "organization__time_zone",
+            "alert_thresholds",
         )
     )
     organizations: dict[int, list[BudgetView]] = {}
     keys: dict[int, list[BudgetView]] = {}
-    for pk, organization_id, api_key_id, period, limit, time_zone, thresholds in rows:
-        view = BudgetView(pk, organization_id, api_key_id, period, limit, time_zone, parse_thresholds(thresholds))
-        if api_key_id is None:
+    broken_organizations: dict[int, str] = {}
+    broken_keys: dict[int, str] = {}
+    for row in rows:
+        pk, organization_id, api_key_id = row[:3]
+        view, reason = _budget_view(row)
+        if view is None:
+            scope = f"budget {pk} of " + ("the organization" if api_key_id is None else "the API key")
+            broken = broken_organizations if api_key_id is None else broken_keys
+            broken[organization_id if api_key_id is None else api_key_id] = f"{scope}: {reason}"
+        elif api_key_id is None:
             organizations.setdefault(organization_id, []).append(view)
         else:
             keys.setdefault(api_key_id, []).append(view)
+    _log_broken("budget", {**broken_organizations, **broken_keys})
     return BudgetBook(
         organizations={org: tuple(views) for org, views in organizations.items()},
         keys={key: tuple(views) for key, views in keys.items()},
+        broken_organizations=broken_organizations,
+        broken_keys=broken_keys,
     )
+
+
+def _budget_view(row: tuple[Any, ...]) -> tuple[BudgetView | None, str]:
+    """A budget row (budget_book's columns) as the gateway enforces it, or why it cannot be."""
+    pk, organization_id, api_key_id, period, limit, time_zone, thresholds = row
+    amount = _decimal(limit)
+    if amount is None or not 0 < amount <= CREDITS_MAX:
+        return None, f"its limit is not a number of credits between 0 and {CREDITS_MAX}"
+    try:
+        view = BudgetView(pk, organization_id, api_key_id, period, amount, time_zone, parse_thresholds(thresholds))
+        view.window(timezone.now())  # an unknown period or time zone fails here, not in a request
+    except (ValueError, KeyError, zoneinfo.ZoneInfoNotFoundError) as error:
+        return None, f"it cannot be applied ({error})"
+    return view, ""
 
 
 def budget_spent(*, budget: BudgetView | Budget, start: datetime, end: datetime) -> Decimal:

@@ -27,6 +27,7 @@ from billing.budgets import format_thresholds
 from billing.holds import Holds, to_units
 from billing.models import BillingAccount, Budget, BudgetAlert, LedgerEntry, Price, UsageEvent, UsageRollup
 from oneflow.lib import config_version, money, redis
+from oneflow.lib.db import readable_rows
 from oneflow.lib.errors import Conflict, InvalidInput, ServiceError
 
 logger = logging.getLogger(__name__)
@@ -550,40 +551,50 @@ def budget_alerts_check(*, organization_ids: Iterable[int], now: datetime | None
     delay. Emails go out after the alerts are committed, never inside a transaction.
     """
     now = now or timezone.now()
-    budgets = (
+    budgets, unreadable = readable_rows(
         Budget.objects.filter(organization_id__in=list(organization_ids), enabled=True)
         .select_related("organization", "api_key")
         .order_by("pk")
     )
+    for budget_id in unreadable:
+        logger.warning("budget row cannot be read; no alerts for it", extra={"budget_id": budget_id})
     created: list[BudgetAlert] = []
     owners: dict[int, list[str]] = {}
     for budget in budgets:
-        start, end = budget.window(now)
-        spent = selectors.budget_spent(budget=budget, start=start, end=end)
-        alerts = _budget_alerts_record(budget=budget, window_start=start, spent=spent)
-        if not alerts:
-            continue
-        for alert in alerts:
-            logger.info(
-                "budget alert",
-                extra={
-                    "budget_id": budget.pk,
-                    "org_id": budget.organization_id,
-                    "api_key_id": budget.api_key_id,
-                    "period": budget.period,
-                    "threshold": alert.threshold,
-                    "window_start": start.isoformat(),
-                    "spent": str(spent),
-                    "limit": str(budget.limit),
-                },
-            )
-        if budget.organization_id not in owners:
-            owners[budget.organization_id] = _owner_emails(budget.organization_id)
-        recipients = owners[budget.organization_id]
-        if recipients:
-            _budget_alert_email(budget=budget, alert=alerts[-1], window_end=end, recipients=recipients)
-        created += alerts
+        try:
+            created += _budget_alerts_of(budget, now=now, owners=owners)
+        except Exception:
+            # One budget that cannot be checked must not stop the others' alerts.
+            logger.exception("budget alerts could not be checked", extra={"budget_id": budget.pk})
     return created
+
+
+def _budget_alerts_of(budget: Budget, *, now: datetime, owners: dict[int, list[str]]) -> list[BudgetAlert]:
+    start, end = budget.window(now)
+    spent = selectors.budget_spent(budget=budget, start=start, end=end)
+    alerts = _budget_alerts_record(budget=budget, window_start=start, spent=spent)
+    if not alerts:
+        return []
+    for alert in alerts:
+        logger.info(
+            "budget alert",
+            extra={
+                "budget_id": budget.pk,
+                "org_id": budget.organization_id,
+                "api_key_id": budget.api_key_id,
+                "period": budget.period,
+                "threshold": alert.threshold,
+                "window_start": start.isoformat(),
+                "spent": str(spent),
+                "limit": str(budget.limit),
+            },
+        )
+    if budget.organization_id not in owners:
+        owners[budget.organization_id] = _owner_emails(budget.organization_id)
+    recipients = owners[budget.organization_id]
+    if recipients:
+        _budget_alert_email(budget=budget, alert=alerts[-1], window_end=end, recipients=recipients)
+    return alerts
 
 
 # --- Refunds and price imports ---------------------------------------------------------

@@ -181,6 +181,13 @@ async def _admit(
         )
     if not model.deployments and not model.fallback_models:
         raise GatewayError(503, f"No deployment can serve `{model.name}` right now.", code="model_unavailable")
+    if problem := _billing_problem(config, model.name, call.key):
+        raise GatewayError(
+            403,
+            f"This request cannot be billed as OneFlow is configured: {problem}. Fix or delete it, or ask an operator.",
+            code="billing_configuration_invalid",
+            retryable=False,
+        )
     if "provider" in call.body:
         call.preferences = strategies.preferences_parse(call.body["provider"])
     call.model = model
@@ -220,6 +227,16 @@ async def _admit(
         raise refusal
     call.reservation, call.health = reservation, checks.health
     return reservation.version
+
+
+def _billing_problem(config: Config, model_name: str, key: KeyCredentials) -> str | None:
+    """A stored price, markup or budget this request would be billed by that cannot
+    be applied: it degrades its own model or organization, not the gateway."""
+    return (
+        config.prices.broken_models.get(model_name)
+        or config.prices.broken_organizations.get(key.organization_id)
+        or config.budgets.problem(key.organization_id, key.key_id)
+    )
 
 
 def plan(call: Call) -> list[DeploymentView]:

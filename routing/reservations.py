@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from redis.exceptions import LockError
 
-from billing.holds import AsyncHolds, BudgetSlot, Event, HoldResult, to_credits, to_units
+from billing.holds import MAX_UNITS, AsyncHolds, BudgetSlot, Event, HoldResult, to_credits, to_units
 from billing.journal import UsageJournal
 from billing.selectors import BudgetView, PriceBook, budget_spent, credits_balance
 from billing.usage import DRAIN_LOCK
@@ -83,6 +83,8 @@ def request_bounds(*, body: dict[str, Any], endpoint: str) -> Bounds:
     prompt = tokens.prompt_upper_bound(body)
     if endpoint == "embeddings":
         return Bounds(prompt, 0)
+    # Both factors are bounded at the edge (routing.validation: MAX_OUTPUT_TOKENS, MAX_CHOICES), so the
+    # product stays under 2**27 tokens, as the prompt bound stays under the body's size in bytes.
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     return Bounds(prompt, int(limit or settings.HOLD_DEFAULT_MAX_OUTPUT_TOKENS) * int(body.get("n") or 1))
 
@@ -136,6 +138,10 @@ async def reserve(
     now = datetime.now(UTC)
     slots = budget_slots(budgets, now)
     units = to_units(cost, round_up=True)
+    if units > MAX_UNITS:
+        version = await client.get(config_version.KEY)
+        refusal = _refusal(HoldResult(-1, 0, version), cost=cost, budgets=budgets, now=now)
+        return Reservation(None, (), version, refusal), await run_scripts(client, extra) if extra else []
     holds = _loop_state().holds
     replies: list[Any] | None = None
     for _ in range(1 + 1 + len(slots)):  # at most one seeding of each counter

@@ -6,10 +6,16 @@ organization. Passwords are real bcrypt hashes, as in production.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,13 +25,14 @@ from django.conf import settings
 from django.core.cache import cache
 from django.test import Client, override_settings
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts import services
 from accounts.models import Membership, Organization, User
+from accounts.tokens import RefreshToken
 from oneflow.celery import app as celery_app
 from routing.snapshots import snapshots
 from tests.fakes import FakeUpstream
+from tests.http import call
 
 PASSWORD = "correct horse battery staple"
 
@@ -146,6 +153,32 @@ def live_asgi(transactional_db: None) -> Iterator[LiveAsgiServer]:
     # Tests drain usage themselves; a beat thread would race them for the database.
     with override_settings(ONEFLOW_EMBEDDED_BEAT=False), LiveAsgiServer(application) as server:
         yield server
+
+
+@contextlib.contextmanager
+def gunicorn_serving(env: dict[str, str], port: int) -> Iterator[str]:
+    """OneFlow under gunicorn as production runs it (deploy/gunicorn.conf.py) on
+    ``port`` with ``env``; yields its URL once it answers, stops it after."""
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+    process = subprocess.Popen(  # noqa: S603 - our own server
+        [*command, "oneflow.asgi:application"], cwd=root, env=env, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if call(url, "GET", "/healthz", headers={"Host": "localhost"}).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 @pytest.fixture

@@ -3,12 +3,10 @@ and Redis (CI only). Metrics and usage must add up across the workers."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,15 +21,30 @@ from accounts import services as accounts_services
 from accounts.models import Organization
 from billing.holds import Holds, to_units
 from billing.models import LedgerEntry, UsageEvent
-from billing.services import credits_grant, credits_reconcile, ledger_reconcile, usage_drain
+from billing.selectors import price_book
+from billing.services import budget_create, credits_grant, credits_reconcile, ledger_reconcile, usage_drain
 from oneflow.lib import redis
+from providers.selectors import catalog_build
 from providers.services import catalog_seed_demo
-from tests.conftest import free_port
+from routing import reservations
+from tests.conftest import free_port, gunicorn_serving
 from tests.http import Reply, call
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 40
 LOTS = 1_000_000  # requests a minute: these tests are about money, not limits
+METRICS_TOKEN = secrets.token_urlsafe(32)
+
+
+def acme_with_credits(amount: Decimal) -> tuple[Organization, str]:
+    """The demo catalog, and Acme with ``amount`` credits, no practical rate limit and a key."""
+    catalog_seed_demo()
+    alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
+    acme = accounts_services.organization_create(name="Acme", owner=alice)
+    Organization.objects.filter(pk=acme.pk).update(limit_rpm=LOTS, limit_rph=LOTS)
+    key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
+    credits_grant(organization=acme, amount=amount, idempotency_key="grant")
+    return acme, key
 
 
 @pytest.fixture
@@ -49,48 +62,19 @@ def gunicorn(live_services: None, transactional_db: None, tmp_path: Path) -> Ite
         "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
         "ENCRYPTION_KEY": settings.ENCRYPTION_KEY,
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+        # No metrics port (tests/test_metrics_endpoint.py covers it): /metrics on
+        # the user-traffic port, which production opens to this token only.
+        "METRICS_PORT": "0",
+        "METRICS_TOKEN": METRICS_TOKEN,
         "WEB_CONCURRENCY": "2",
         "LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen(  # noqa: S603 - our own server
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "deploy/gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "oneflow.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if call(url, "GET", "/healthz", headers={"Host": "localhost"}).status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.2)
+    with gunicorn_serving(env, port) as url:
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def test_metrics_and_usage_add_up_across_two_workers(gunicorn: str, tmp_path: Path) -> None:
-    catalog_seed_demo()
-    alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
-    acme = accounts_services.organization_create(name="Acme", owner=alice)
-    Organization.objects.filter(pk=acme.pk).update(limit_rpm=LOTS, limit_rph=LOTS)
-    key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
-    credits_grant(organization=acme, amount=Decimal(1000), idempotency_key="test-credits")
+    _, key = acme_with_credits(Decimal(1000))
     body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
@@ -104,7 +88,9 @@ def test_metrics_and_usage_add_up_across_two_workers(gunicorn: str, tmp_path: Pa
     assert [r.status for r in replies] == [200] * REQUESTS
     served_by = {r.headers.get("x-request-id") for r in replies}
     assert len(served_by) == REQUESTS
-    metrics = call(gunicorn, "GET", "/metrics", headers={"Host": "localhost"}).body.decode()
+    assert call(gunicorn, "GET", "/metrics", headers={"Host": "localhost"}).status == 401
+    scrape = {"Host": "localhost", "Authorization": f"Bearer {METRICS_TOKEN}"}
+    metrics = call(gunicorn, "GET", "/metrics", headers=scrape).body.decode()
     labels = 'endpoint="chat",model="gpt-4o-mini",provider="Simulator",status_class="2xx"'
     counted = re.search(rf"^oneflow_requests_total\{{{labels}\}} (\S+)$", metrics, flags=re.M)
     assert counted is not None, metrics[:2000]
@@ -121,15 +107,10 @@ def test_metrics_and_usage_add_up_across_two_workers(gunicorn: str, tmp_path: Pa
 
 
 def test_200_simultaneous_requests_never_overspend(gunicorn: str) -> None:
-    catalog_seed_demo()
-    alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
-    acme = accounts_services.organization_create(name="Acme", owner=alice)
-    Organization.objects.filter(pk=acme.pk).update(limit_rpm=LOTS, limit_rph=LOTS)
-    key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
     # Each request holds ~0.000032 credits (7 prompt + 50 output tokens of
     # gpt-4o-mini) and costs about half that: this covers a few dozen.
     granted = Decimal("0.002")
-    credits_grant(organization=acme, amount=granted, idempotency_key="grant")
+    acme, key = acme_with_credits(granted)
     body = b'{"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "Hello"}]}'
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     barrier = threading.Barrier(200)
@@ -162,13 +143,8 @@ def test_a_redis_flushall_during_traffic_loses_no_usage_and_no_charge(gunicorn: 
     """Usage in the stream, holds and balances are all wiped mid-traffic: each
     web worker sends again what the drain had not stored, the ledger is still
     the truth, and the reconciliation brings Redis back to it."""
-    catalog_seed_demo()
-    alice = accounts_services.user_create(email="alice@example.com", password="correct horse battery staple")
-    acme = accounts_services.organization_create(name="Acme", owner=alice)
-    Organization.objects.filter(pk=acme.pk).update(limit_rpm=LOTS, limit_rph=LOTS)
-    key = accounts_services.api_key_create(organization=acme, name="ci", created_by=alice).raw
     granted = Decimal(1000)
-    credits_grant(organization=acme, amount=granted, idempotency_key="grant")
+    acme, key = acme_with_credits(granted)
     body = b'{"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello"}]}'
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     send = lambda _: call(gunicorn, "POST", "/v1/chat/completions", body=body, headers=headers)  # noqa: E731
@@ -225,3 +201,32 @@ def test_limits_hold_across_two_workers(gunicorn: str) -> None:
     refused = [r for r in replies if r.status == 429]
     assert {r.json()["error"]["code"] for r in refused} == {"rate_limit_exceeded"}
     assert all(1 <= int(r.headers["retry-after"]) <= 60 for r in refused)
+
+
+def test_a_budget_created_with_charges_of_its_window_undrained_is_never_exceeded(gunicorn: str) -> None:
+    """Issue 11, production shape: the first request settles before the budget exists
+    and is not drained yet; the budget is worth one more hold only if that charge were
+    forgotten. Both workers then get a burst: nothing more may be served."""
+    acme, key = acme_with_credits(Decimal(1000))
+    body = b'{"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "Hello"}]}'
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    assert call(gunicorn, "POST", "/v1/chat/completions", body=body, headers=headers).status == 200
+    model = catalog_build().find("gpt-4o-mini")
+    assert model is not None
+    bounds = reservations.request_bounds(body=json.loads(body), endpoint="chat")
+    hold = reservations.worst_case_cost(bounds=bounds, model=model, organization_id=acme.pk, prices=price_book())
+    budget_create(organization=acme, period="daily", limit=hold)
+    barrier = threading.Barrier(REQUESTS)
+
+    def send(_: int) -> Reply:
+        barrier.wait()
+        return call(gunicorn, "POST", "/v1/chat/completions", body=body, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=REQUESTS) as pool:
+        replies = list(pool.map(send, range(REQUESTS)))
+
+    assert [r.status for r in replies] == [429] * REQUESTS
+    assert {r.json()["error"]["code"] for r in replies} == {"budget_exceeded"}
+    usage_drain()
+    spent = sum(UsageEvent.objects.filter(organization=acme).values_list("charged", flat=True), Decimal(0))
+    assert 0 < spent <= hold

@@ -22,6 +22,7 @@ from billing.holds import to_units
 from billing.models import UsageEvent
 from billing.selectors import price_book
 from billing.services import budget_create, credits_grant, usage_drain
+from oneflow.lib import config_version
 from providers.models import Deployment
 from providers.selectors import catalog_build
 from providers.services import deployments_set_enabled
@@ -139,3 +140,20 @@ def test_a_budget_counts_the_charges_of_its_window_not_drained_yet(gateway: Gate
     usage_drain()
     spent = sum(UsageEvent.objects.filter(organization=organization).values_list("charged", flat=True), Decimal(0))
     assert 0 < spent <= hold
+
+
+def test_a_limit_lowered_just_before_a_burst_holds(gateway: Gateway) -> None:
+    def one_round(number: int) -> None:
+        organization, key = new_tenant(gateway, f"Limited {number}")
+        assert send(gateway, key.raw).status == 200
+        # As the admin saves it: the row, then the configuration version.
+        Organization.objects.filter(pk=organization.pk).update(limit_rph=5)
+        config_version.bump()
+
+        replies = burst(gateway, key.raw, 20)
+
+        served = sum(r.status == 200 for r in replies)
+        assert served <= 5, f"round {number}: {served} served under a limit of 5 an hour"
+        assert {r.status for r in replies} <= {200, 429}
+
+    rounds(one_round)
