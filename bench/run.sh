@@ -20,6 +20,8 @@ export JWT_SIGNING_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/oneflow_bench"
 export REDIS_URL="redis://127.0.0.1:6379/14"
 export PROMETHEUS_MULTIPROC_DIR="$work/prometheus" WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}" LOG_LEVEL=WARNING
+# The metrics port (deploy/gunicorn.conf.py) on loopback only: nothing here scrapes from elsewhere.
+export METRICS_ADDR=127.0.0.1
 # Every process of the run (migrate and seed included) writes its metrics there: it must exist.
 mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 
