@@ -8,7 +8,6 @@ import os
 import time
 from decimal import Decimal
 
-from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -145,19 +144,15 @@ def deployment_test_connection(*, deployment: Deployment) -> tuple[bool, str]:
     else:
         request = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
 
-    async def probe() -> str:
-        try:
-            if deployment.public_model.kind == PublicModel.Kind.EMBEDDING:
-                await adapter.embeddings(view.target, request)
-            else:
-                await adapter.chat(view.target, request)
-        finally:
-            await http.close()
-        return "OK"
+    async def probe() -> None:
+        if deployment.public_model.kind == PublicModel.Kind.EMBEDDING:
+            await adapter.embeddings(view.target, request)
+        else:
+            await adapter.chat(view.target, request)
 
     started = time.perf_counter()
     try:
-        async_to_sync(probe)()
+        http.run_apart(probe())
     except UpstreamError as error:
         return False, f"{error.message} (HTTP {error.upstream_status or error.status})"
     return True, f"Answered in {(time.perf_counter() - started) * 1000:.0f} ms."

@@ -75,7 +75,7 @@ def deployments_probe(*, now: float | None = None) -> dict[int, str]:
     results = {d.id: ProbeResult.SKIPPED.value for d in deployments if not verdicts[d.id].allows}
     answers: dict[int, Answer] = {}
     try:
-        answers = asyncio.run(_probe_all(allowed))
+        answers = http.run_apart(_probe_all(allowed))
     finally:
         # Whatever happened, every granted call is reported: a half-open
         # breaker whose probe never reports would wait out its lease.
@@ -98,11 +98,7 @@ async def _probe_all(deployments: Sequence[DeploymentView]) -> dict[int, Answer]
         async with slots:
             return deployment.id, await _deployment_probe(deployment)
 
-    try:
-        return dict(await asyncio.gather(*(bounded(d) for d in deployments)))
-    finally:
-        # The session belongs to this run's event loop, which ends here.
-        await http.close()
+    return dict(await asyncio.gather(*(bounded(d) for d in deployments)))
 
 
 async def _deployment_probe(deployment: DeploymentView) -> Answer:

@@ -8,11 +8,21 @@ loop gets its own, kept for the life of the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import Any, TypeVar
 
 import aiohttp
 
+T = TypeVar("T")
+
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
+# Answers being read on each loop: closing a session does not wake their readers
+# (aiohttp 3.14 leaves them waiting for bytes that never come), closing them does.
+_reading: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[aiohttp.ClientResponse]] = (
+    weakref.WeakKeyDictionary()
+)
 
 # Per-host connection cap: enough for a busy worker, bounded so a slow
 # provider cannot eat every socket.
@@ -37,8 +47,26 @@ def session() -> aiohttp.ClientSession:
     return current
 
 
+@contextlib.asynccontextmanager
+async def post(
+    url: str, *, data: bytes, headers: Mapping[str, str], timeouts: aiohttp.ClientTimeout
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POSTs through the loop's session; the answer is closed (its reader woken
+    with a ClientConnectionError) if the session closes while it is read."""
+    async with session().post(url, data=data, headers=headers, timeout=timeouts) as response:
+        reading = _reading.setdefault(asyncio.get_running_loop(), set())
+        reading.add(response)
+        try:
+            yield response
+        finally:
+            reading.discard(response)
+
+
 async def close() -> None:
-    current = _sessions.pop(asyncio.get_running_loop(), None)
+    loop = asyncio.get_running_loop()
+    for response in _reading.pop(loop, set()):
+        response.close()
+    current = _sessions.pop(loop, None)
     if current is not None:
         await current.close()
 
@@ -46,3 +74,21 @@ async def close() -> None:
 def timeout(*, connect: float, read: float, total: float | None = None) -> aiohttp.ClientTimeout:
     """connect: to open the socket; read: the longest silence between bytes."""
     return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
+
+
+def run_apart(work: Coroutine[Any, Any, T]) -> T:
+    """Runs ``work`` from synchronous code (an admin action, a job) on an event loop
+    of its own, whose HTTP session is closed when it ends.
+
+    Never ``async_to_sync`` for outbound calls: under uvicorn it runs the
+    coroutine on the worker's own loop, and closing that loop's session cut
+    every stream the worker was serving (issue 12).
+    """
+
+    async def closing() -> T:
+        try:
+            return await work
+        finally:
+            await close()
+
+    return asyncio.run(closing())

@@ -144,7 +144,7 @@ async def post_json(
     """
     timeout = http.timeout(connect=target.connect_timeout, read=target.read_timeout)
     try:
-        async with http.session().post(url, data=json.dumps(payload), headers=headers, timeout=timeout) as response:
+        async with http.post(url, data=json.dumps(payload), headers=headers, timeouts=timeout) as response:
             raw = await response.read()
             if response.status >= 400:
                 raise classify_status(response.status, error_message(raw), response.headers)
@@ -170,7 +170,7 @@ async def post_stream(
     timeout = http.timeout(connect=target.connect_timeout, read=target.read_timeout)
     started = False
     try:
-        async with http.session().post(url, data=json.dumps(payload), headers=headers, timeout=timeout) as response:
+        async with http.post(url, data=json.dumps(payload), headers=headers, timeouts=timeout) as response:
             if response.status >= 400:
                 raw = await response.read()
                 raise classify_status(response.status, error_message(raw), response.headers)
