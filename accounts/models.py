@@ -23,6 +23,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts import keys
+from oneflow.lib.config_version import GatewayConfig
 from oneflow.lib.crypto import random_token
 
 
@@ -86,7 +87,7 @@ def validate_timezone(value: str) -> None:
         raise ValidationError(f"{value!r} is not an IANA time zone (e.g. Europe/Paris).") from None
 
 
-class Plan(models.Model):
+class Plan(GatewayConfig):
     """Rate limits that organizations subscribe to.
 
     An empty request limit (rpm, rph) means the platform default
@@ -116,7 +117,7 @@ class Plan(models.Model):
         return self.name
 
 
-class Organization(models.Model):
+class Organization(GatewayConfig):
     """A tenant: it owns API keys and credits, and people belong to it."""
 
     name = models.CharField(max_length=120)
@@ -170,8 +171,11 @@ def new_api_key_public_id() -> str:
     return f"key_{random_token(16)}"
 
 
-class ApiKey(models.Model):
+class ApiKey(GatewayConfig):
     """A customer's credential for the gateway, stable across rotations."""
+
+    # Written as traffic flows, and never read by the gateway.
+    config_ignored_fields = frozenset({"last_used_at"})
 
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -253,8 +257,11 @@ class ApiKey(models.Model):
         return self.status == self.Status.ACTIVE and (self.expires_at is None or moment < self.expires_at)
 
 
-class ApiKeySecret(models.Model):
+class ApiKeySecret(GatewayConfig):
     """One secret of an API key: the newest is current, older ones live out their grace."""
+
+    # Written as traffic flows, and never read by the gateway.
+    config_ignored_fields = frozenset({"last_used_at"})
 
     PREFIX = keys.PREFIX
 

@@ -12,6 +12,7 @@ from django.db import models
 from django.utils import timezone
 
 from billing.budgets import PERIODS, budget_window, parse_thresholds
+from oneflow.lib.config_version import GatewayConfig
 
 
 class UsageEvent(models.Model):
@@ -98,7 +99,7 @@ _USD_PER_1M = {
 }
 
 
-class Price(models.Model):
+class Price(GatewayConfig):
     """One version of a public model's price, in force from ``effective_from``
     until the next version of the same model. History is never edited: a price
     change is a new version, so every usage row keeps the price it was charged at.
@@ -140,9 +141,12 @@ class Price(models.Model):
         return f"{self.public_model} from {self.effective_from:%Y-%m-%d %H:%M}"
 
 
-class BillingAccount(models.Model):
+class BillingAccount(GatewayConfig):
     """An organization's credits. ``balance`` is the sum of its ledger entries,
     kept in one row so that a database constraint can refuse a negative one."""
+
+    # The drain writes the balance on every charge; the gateway caches only the markup.
+    config_ignored_fields = frozenset({"balance", "updated_at"})
 
     organization = models.OneToOneField("accounts.Organization", on_delete=models.PROTECT, related_name="+")
     # Credits, at money.INTERNAL_PLACES.
@@ -263,7 +267,7 @@ def validate_thresholds(value: str) -> None:
         raise ValidationError(f"Thresholds are whole percentages, e.g. 50,80,100: {exc}.", code="invalid") from None
 
 
-class Budget(models.Model):
+class Budget(GatewayConfig):
     """A spending limit of an organization, or of one of its keys, per calendar
     day, week or month in the organization's time zone.
 

@@ -16,10 +16,11 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from oneflow.lib.config_version import GatewayConfig
 from oneflow.lib.secrets import ReferenceRefused, provider_reference_policy
 
 
-class Provider(models.Model):
+class Provider(GatewayConfig):
     class Kind(models.TextChoices):
         OPENAI = "openai", "OpenAI"
         OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible (vLLM, Ollama, Groq, Mistral, ...)"
@@ -52,7 +53,7 @@ class Provider(models.Model):
         return self.name
 
 
-class Credential(models.Model):
+class Credential(GatewayConfig):
     """An upstream secret, sealed at rest or referenced (``env:NAME``, ``file:/path``)."""
 
     class Status(models.TextChoices):
@@ -111,7 +112,7 @@ class Strategy(models.TextChoices):
     QUALITY = "quality", "Best quality (operator score)"
 
 
-class PublicModel(models.Model):
+class PublicModel(GatewayConfig):
     class Kind(models.TextChoices):
         CHAT = "chat", "Chat"
         EMBEDDING = "embedding", "Embedding"
@@ -171,7 +172,7 @@ class PublicModel(models.Model):
 _PER_MILLION = {"max_digits": 14, "decimal_places": 6, "default": Decimal(0), "validators": [MinValueValidator(0)]}
 
 
-class Deployment(models.Model):
+class Deployment(GatewayConfig):
     """One way to serve a public model: provider + upstream model + credential."""
 
     public_model = models.ForeignKey(PublicModel, on_delete=models.CASCADE, related_name="deployments")

@@ -8,13 +8,14 @@ from django.db import models
 from django.utils import timezone
 
 from billing.models import UsageRollup
+from oneflow.lib.config_version import GatewayConfig
 from providers.models import Deployment, PublicModel
 
 if TYPE_CHECKING:
     from routing.breakers import Health
 
 
-class ModelAccess(models.Model):
+class ModelAccess(GatewayConfig):
     """Makes a public model that is not public to all visible to one organization."""
 
     public_model = models.ForeignKey("providers.PublicModel", on_delete=models.CASCADE, related_name="+")
