@@ -15,10 +15,11 @@ from typing import Any, ClassVar
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.core.validators import MaxValueValidator
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -26,7 +27,9 @@ from django.utils.http import urlencode
 
 from accounts import keys, services
 from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, Plan, User
-from oneflow.lib import config_version
+from audit.admin import AuditedAdmin
+from audit.models import AuditEntry
+from audit.services import SECRET_MASK, audit_record
 from oneflow.lib.admin import LargeTableAdmin, RecentFilter, RelatedIdFilter, related_id_filter
 
 
@@ -53,7 +56,7 @@ def filter_link(label: object, **query: Any) -> str:
 
 
 @admin.register(User)
-class UserAdmin(LargeTableAdmin, DjangoUserAdmin):
+class UserAdmin(LargeTableAdmin, AuditedAdmin, DjangoUserAdmin):
     ordering = ("email",)  # the unique index on email serves it
     list_display = ("email", "full_name", "is_staff", "is_active", "date_joined", "last_login")
     list_filter = ("is_staff", "is_superuser", "is_active")
@@ -72,6 +75,14 @@ class UserAdmin(LargeTableAdmin, DjangoUserAdmin):
         if change and "is_active" in form.changed_data and not obj.is_active:
             # Deactivating ends the person's tokens for good, also after a later reactivation.
             services.user_tokens_end(user=obj)
+
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:  # noqa: A002 - the URL's name
+        response = super().user_change_password(request, id, form_url)
+        if request.method == "POST" and response.status_code == 302:  # set, and sent back to the user's page
+            user = self.get_object(request, unquote(id))
+            changes = {"password": SECRET_MASK}
+            audit_record(actor=request.user, action=AuditEntry.Action.PASSWORD_CHANGE, obj=user, changes=changes)
+        return response
 
 
 class GatewayConfigForm(forms.ModelForm):
@@ -93,23 +104,11 @@ class GatewayConfigForm(forms.ModelForm):
                 field.validators.append(keys.validate_allowed_models)
 
 
-class GatewayConfigAdmin(LargeTableAdmin, admin.ModelAdmin):
-    """Advances the configuration version after every change made here: gateways
-    cache keys with their limits and drop them when it moves."""
+class GatewayConfigAdmin(LargeTableAdmin, AuditedAdmin):
+    """Plans, organizations and keys: bounded as the API bounds them. Gateways see a
+    change at once (their models advance the config version on every write)."""
 
     form = GatewayConfigForm
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        config_version.bump()
-
-    def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        super().delete_model(request, obj)
-        config_version.bump()
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        super().delete_queryset(request, queryset)
-        config_version.bump()
 
 
 _LIMITS_HELP = (
@@ -177,7 +176,7 @@ class OrganizationAdmin(GatewayConfigAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(LargeTableAdmin, admin.ModelAdmin):
+class MembershipAdmin(LargeTableAdmin, AuditedAdmin):
     list_display = ("user", "organization", "role", "created_at")
     list_filter = ("role", organization_filter(), related_id_filter(User, "user"))
     search_fields = ("user__email", "organization__name", "organization__slug")
@@ -265,12 +264,17 @@ class ApiKeyAdmin(GatewayConfigAdmin):
         now = timezone.now()
         for key in queryset.select_related("organization"):
             if key.is_usable_at(now):
-                services.api_key_rotate(key=key, sealed=True)
+                issued = services.api_key_rotate(key=key, sealed=True)
+                rotation = {"rotation": {"before": issued.secret.rotation - 1, "after": issued.secret.rotation}}
+                audit_record(actor=request.user, action=AuditEntry.Action.API_KEY_ROTATE, obj=key, changes=rotation)
                 rotated += 1
         self.message_user(request, f"Rotated {rotated} key(s); owners can reveal the new secret once.")
 
     @admin.action(description="Revoke now: every secret of the key stops working at once")
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset:
-            services.api_key_revoke(key=key)
+            revoked = services.api_key_revoke(key=key)
+            if key.status != revoked.status:  # revoking a revoked key changes nothing
+                status = {"status": {"before": key.status, "after": revoked.status}}
+                audit_record(actor=request.user, action=AuditEntry.Action.API_KEY_REVOKE, obj=revoked, changes=status)
         self.message_user(request, f"Revoked {queryset.count()} key(s).", level=messages.WARNING)

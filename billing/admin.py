@@ -11,6 +11,7 @@ or by one organization or key given by id (a row's organization links to it).
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -27,6 +28,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts.admin import api_key_filter, changelist_links, filter_link, organization_filter
+from audit.admin import AuditedAdmin
+from audit.models import AuditEntry
+from audit.services import audit_record, row_changes
 from billing import price_imports, selectors, services
 from billing.forms import PriceFileForm, PriceImportConfirmForm, RefundForm
 from billing.models import (
@@ -46,6 +50,13 @@ from oneflow.lib.errors import ServiceError
 
 class ReadOnlyAdmin(ViewOnlyAdmin, LargeTableAdmin, admin.ModelAdmin):
     """For records of what happened: viewable, never edited or deleted here."""
+
+
+def _audit_posting(request: HttpRequest, action: str, entry: LedgerEntry, since: datetime) -> None:
+    """Records a grant or refund the ledger posted since ``since``. A replay (a double
+    submit, given the first entry back for its idempotency key) is not recorded twice."""
+    if entry.created_at >= since:
+        audit_record(actor=request.user, action=action, obj=entry, changes=row_changes(entry))
 
 
 class StatusClassFilter(admin.SimpleListFilter):
@@ -222,6 +233,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
             if entry.kind != LedgerEntry.Kind.CHARGE or not entry.request_id:
                 not_charges += 1
                 continue
+            since = timezone.now()
             try:
                 refund = services.refund_issue(
                     organization=entry.account.organization,
@@ -234,6 +246,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
                 else:
                     self.message_user(request, f"{entry.request_id}: {exc.message}", level=messages.ERROR)
                 continue
+            _audit_posting(request, AuditEntry.Action.REFUND, refund, since)
             refunded += 1
             total += refund.amount
         summary = f"Refunded {refunded} charge(s), {money.display_text(total)} credits in all."
@@ -253,6 +266,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         state = selectors.refundable(organization_id=organization.pk, request_id=entry.request_id)
         form = RefundForm(request.POST or None, initial={"refunds_seen": state.refunds})
         if request.method == "POST" and form.is_valid():
+            since = timezone.now()
             try:
                 refund = services.refund_issue(
                     organization=organization,
@@ -265,6 +279,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
             except ServiceError as exc:
                 form.add_error(exc.param if exc.param in form.fields else None, exc.message)
             else:
+                _audit_posting(request, AuditEntry.Action.REFUND, refund, since)
                 message = f"Refunded {money.display_text(refund.amount)} credits of request {entry.request_id}."
                 self.message_user(request, message, level=messages.SUCCESS)
                 changelist = reverse("admin:billing_ledgerentry_changelist")
@@ -284,7 +299,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(AuditedAdmin):
     """A price change is a new version with its own effective time; versions in
     force are history and cannot be edited or deleted. Versions come one at a
     time or from a file (import), and a model's versions can be compared side by side."""
@@ -313,18 +328,6 @@ class PriceAdmin(admin.ModelAdmin):
     @staticmethod
     def _in_force(price: Price) -> bool:
         return price.effective_from <= timezone.now()
-
-    def save_model(self, request: HttpRequest, obj: Price, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        services.prices_changed()
-
-    def delete_model(self, request: HttpRequest, obj: Price) -> None:
-        super().delete_model(request, obj)
-        services.prices_changed()
-
-    def delete_queryset(self, request: HttpRequest, queryset: models.QuerySet[Price]) -> None:
-        super().delete_queryset(request, queryset)
-        services.prices_changed()
 
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
@@ -364,6 +367,10 @@ class PriceAdmin(admin.ModelAdmin):
             created = services.prices_import(rows=confirm.cleaned_data["rows"], created_by=request.user)  # type: ignore[arg-type]
         except ServiceError as exc:
             return self._page(request, "import.html", "Import prices", form=PriceFileForm(), errors=self._errors(exc))
+        for price in created:
+            audit_record(
+                actor=request.user, action=AuditEntry.Action.PRICE_IMPORT, obj=price, changes=row_changes(price)
+            )
         self.message_user(request, f"Imported {len(created)} price version(s).", level=messages.SUCCESS)
         return redirect("admin:billing_price_changelist")
 
@@ -410,7 +417,7 @@ class GrantForm(forms.ModelForm):
 
 
 @admin.register(BillingAccount)
-class BillingAccountAdmin(LargeTableAdmin, admin.ModelAdmin):
+class BillingAccountAdmin(LargeTableAdmin, AuditedAdmin):
     form = GrantForm
     list_display = ("organization", "balance_display", "markup", "updated_at")
     search_fields = ("organization__name", "organization__slug")
@@ -453,13 +460,15 @@ class BillingAccountAdmin(LargeTableAdmin, admin.ModelAdmin):
             transaction.on_commit(lambda: self._grant(request, obj, amount, key, note))
 
     def _grant(self, request: HttpRequest, account: BillingAccount, amount: Any, key: str, note: str) -> None:
-        services.credits_grant(
+        since = timezone.now()
+        grant = services.credits_grant(
             organization=account.organization,
             amount=amount,
             idempotency_key=key,
             note=note,
             created_by=request.user,  # type: ignore[arg-type]
         )
+        _audit_posting(request, AuditEntry.Action.CREDITS_GRANT, grant, since)
         self.message_user(request, f"Granted {money.display_text(amount)} credits.", level=messages.SUCCESS)
 
 
@@ -467,7 +476,7 @@ class BillingAccountAdmin(LargeTableAdmin, admin.ModelAdmin):
 
 
 @admin.register(Budget)
-class BudgetAdmin(LargeTableAdmin, admin.ModelAdmin):
+class BudgetAdmin(LargeTableAdmin, AuditedAdmin):
     """Budgets are gateway configuration: every change here reaches the gateways at once."""
 
     list_display = ("organization", "api_key", "period", "limit", "alert_thresholds", "enabled", "updated_at")
@@ -477,18 +486,6 @@ class BudgetAdmin(LargeTableAdmin, admin.ModelAdmin):
     autocomplete_fields = ("organization", "api_key")
     readonly_fields = ("created_at", "updated_at")
     ordering = ("-pk",)
-
-    def save_model(self, request: HttpRequest, obj: Budget, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        services.budget_config_changed()
-
-    def delete_model(self, request: HttpRequest, obj: Budget) -> None:
-        super().delete_model(request, obj)
-        services.budget_config_changed()
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Budget]) -> None:
-        super().delete_queryset(request, queryset)
-        services.budget_config_changed()
 
 
 @admin.register(BudgetAlert)

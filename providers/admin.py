@@ -14,30 +14,18 @@ from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from audit.admin import AuditedAdmin
+from audit.models import AuditEntry
+from audit.services import audit_record
 from providers import services
 from providers.models import Credential, Deployment, Provider, PublicModel
 
 
-class ConfigAdmin(admin.ModelAdmin):
-    """Bumps the configuration version after every change made here."""
+class ConfigAdmin(AuditedAdmin):
+    """Records every change made here in the audit log; gateways see it at once
+    (provider models advance the config version on every write)."""
 
     show_full_result_count = False
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        services.provider_config_changed()
-
-    def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        super().delete_model(request, obj)
-        services.provider_config_changed()
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        super().delete_queryset(request, queryset)
-        services.provider_config_changed()
-
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
-        services.provider_config_changed()
 
 
 @admin.register(Provider)
@@ -100,7 +88,13 @@ class CredentialAdmin(ConfigAdmin):
 
     @admin.action(description="Clear flag (the credential was fixed)")
     def clear_flag(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
-        cleared = sum(services.credential_unflag(credential_id=pk) for pk in queryset.values_list("pk", flat=True))
+        cleared = 0
+        for credential in queryset.filter(flagged_at__isnull=False).select_related("provider"):
+            if services.credential_unflag(credential_id=credential.pk):
+                cleared += 1
+                changes = {"flagged_at": {"before": credential.flagged_at, "after": None}}
+                action = AuditEntry.Action.CREDENTIAL_UNFLAG
+                audit_record(actor=request.user, action=action, obj=credential, changes=changes)
         self.message_user(request, f"Cleared the flag of {cleared} credential(s).", level=messages.SUCCESS)
 
     def save_model(self, request: HttpRequest, obj: Credential, form: Any, change: bool) -> None:
@@ -179,8 +173,16 @@ class DeploymentAdmin(ConfigAdmin):
 
     @admin.action(description="Enable")
     def enable(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
-        services.deployments_set_enabled(deployments=queryset, enabled=True)
+        self._set_enabled(request, queryset, enabled=True)
 
     @admin.action(description="Disable (never undone automatically)")
     def disable(self, request: HttpRequest, queryset: QuerySet[Deployment]) -> None:
-        services.deployments_set_enabled(deployments=queryset, enabled=False)
+        self._set_enabled(request, queryset, enabled=False)
+
+    def _set_enabled(self, request: HttpRequest, queryset: QuerySet[Deployment], *, enabled: bool) -> None:
+        moving = list(queryset.exclude(enabled=enabled).select_related("public_model", "provider"))
+        services.deployments_set_enabled(deployments=queryset, enabled=enabled)
+        action = AuditEntry.Action.DEPLOYMENT_ENABLE if enabled else AuditEntry.Action.DEPLOYMENT_DISABLE
+        for deployment in moving:
+            changes = {"enabled": {"before": not enabled, "after": enabled}}
+            audit_record(actor=request.user, action=action, obj=deployment, changes=changes)

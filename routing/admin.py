@@ -15,6 +15,8 @@ from django.utils import timezone
 
 import routing.admin_overview  # noqa: F401 - registers the operator overview
 from accounts.admin import organization_filter
+from audit.models import AuditEntry
+from audit.services import audit_record
 from oneflow.lib import money
 from oneflow.lib.admin import LargeTableAdmin, ViewOnlyAdmin
 from providers.admin import ConfigAdmin
@@ -95,13 +97,30 @@ class DeploymentHealthAdmin(admin.ModelAdmin):
 
     @admin.action(description="Open breaker (held open until closed here)", permissions=["change"])
     def open_breakers(self, request: HttpRequest, queryset: QuerySet[DeploymentHealth]) -> None:
-        moved = breakers.breakers_force_open(deployment_ids=list(queryset.values_list("pk", flat=True)))
+        rows = _rows(queryset)
+        moved = breakers.breakers_force_open(deployment_ids=list(rows))
+        _audit_forced(request, AuditEntry.Action.BREAKER_FORCE_OPEN, rows, moved)
         self.message_user(request, f"Opened {len(moved)} breaker(s): the gateway skips them.", messages.WARNING)
 
     @admin.action(description="Close breaker (the enabled switch is left as it is)", permissions=["change"])
     def close_breakers(self, request: HttpRequest, queryset: QuerySet[DeploymentHealth]) -> None:
-        moved = breakers.breakers_force_close(deployment_ids=list(queryset.values_list("pk", flat=True)))
+        rows = _rows(queryset)
+        moved = breakers.breakers_force_close(deployment_ids=list(rows))
+        _audit_forced(request, AuditEntry.Action.BREAKER_FORCE_CLOSE, rows, moved)
         self.message_user(request, f"Closed {len(moved)} breaker(s).")
+
+
+def _rows(queryset: QuerySet[DeploymentHealth]) -> dict[int, DeploymentHealth]:
+    return {row.pk: row for row in queryset.select_related("public_model", "provider")}
+
+
+def _audit_forced(
+    request: HttpRequest, action: str, rows: dict[int, DeploymentHealth], moved: list[breakers.Transition]
+) -> None:
+    """Records each forced breaker, also one already in that state: the force holds it there."""
+    for transition in moved:
+        changes = {"breaker": {"before": transition.before.value, "after": transition.after.value}}
+        audit_record(actor=request.user, action=action, obj=rows[transition.deployment_id], changes=changes)
 
 
 @admin.register(RouteResults)

@@ -22,6 +22,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts import selectors, services
 from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, Plan, User
+from audit.models import AuditEntry
+from audit.services import audit_record
 from billing import services as billing_services
 from billing.models import Budget, BudgetAlert, LedgerEntry, UsageEvent, UsageRollup
 from oneflow.lib.admin import BoundedPaginator, RelatedIdFilter
@@ -29,7 +31,7 @@ from providers.models import Credential, Deployment, Provider, PublicModel
 from providers.services import catalog_seed_demo
 from routing.models import ModelAccess
 
-PROJECT_APPS = ("accounts", "providers", "billing", "routing")
+PROJECT_APPS = ("audit", "accounts", "providers", "billing", "routing")
 # Project models with no admin page of their own, and why.
 NOT_REGISTERED: dict[type[Model], str] = {
     ApiKeySecret: "shown read-only on its key's page: prefixes and dates, never the hash",
@@ -129,6 +131,8 @@ def seeded(operator: User, acme: Organization, alice: User, bob: User, acme_key:
     CrontabSchedule.objects.create(minute="0", hour="3")
     SolarSchedule.objects.create(event="sunrise", latitude=Decimal("48.85"), longitude=Decimal("2.35"))
     RefreshToken.for_user(alice).blacklist()
+    limits = {"limit_rpm": {"before": None, "after": 60}}
+    audit_record(actor=operator, action=AuditEntry.Action.CHANGE, obj=acme, changes=limits)
     return Seeded(acme, globex, acme_key, globex_key, event, globex_event)
 
 

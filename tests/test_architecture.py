@@ -6,16 +6,17 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = ("oneflow", "accounts", "providers", "billing", "routing")
+PROJECT = ("oneflow", "audit", "accounts", "providers", "billing", "routing")
 
 # Component -> the project components it may import (besides itself).
 ALLOWED = {
     "oneflow.lib": set(),
     "oneflow": {"oneflow.lib"},
-    "accounts": {"oneflow.lib"},
-    "providers": {"oneflow.lib"},
-    "billing": {"accounts", "oneflow.lib"},
-    "routing": {"accounts", "providers", "billing", "oneflow.lib"},
+    "audit": {"oneflow.lib"},
+    "accounts": {"audit", "oneflow.lib"},
+    "providers": {"audit", "oneflow.lib"},
+    "billing": {"audit", "accounts", "oneflow.lib"},
+    "routing": {"audit", "accounts", "providers", "billing", "oneflow.lib"},
 }
 
 
