@@ -25,7 +25,6 @@ from django.utils.text import slugify
 
 from accounts import keys
 from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, User
-from oneflow.lib import config_version
 from oneflow.lib.crypto import random_token, seal, unseal
 from oneflow.lib.errors import Conflict, InvalidInput, NotAllowed
 
@@ -260,7 +259,6 @@ def api_key_update(*, key: ApiKey, **fields: Any) -> ApiKey:
             current = key.secrets.filter(valid_until__isnull=True).order_by("-rotation").first()
             key.next_rotation_at = _next_rotation(key, current.created_at if current else now)
         key.save()
-        config_version.bump()
     return key
 
 
@@ -285,8 +283,6 @@ def _rotate_locked(*, key: ApiKey, now: datetime, grace_period: timedelta | None
     issued = _issue_secret(key=key, rotation=rotation, now=now, sealed=sealed)
     key.next_rotation_at = _next_rotation(key, now)
     key.save(update_fields=["next_rotation_at"])
-    # Gateways hold the old secret with no deadline; they must re-read it.
-    config_version.bump()
     return issued
 
 
@@ -317,7 +313,6 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
         key.next_rotation_at = None
         key.save(update_fields=["status", "revoked_at", "next_rotation_at"])
         key.secrets.filter(revoked_at__isnull=True).update(revoked_at=now, sealed_secret="")
-        config_version.bump()
     logger.info("api key revoked", extra={"key_id": key.public_id})
     return key
 

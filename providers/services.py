@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from oneflow.lib import config_version, http
+from oneflow.lib import http
 from oneflow.lib.crypto import seal
 from oneflow.lib.errors import InvalidInput
 from providers.adapters import UpstreamError, adapter_for
@@ -20,11 +20,6 @@ from providers.models import Credential, Deployment, Provider, PublicModel
 from providers.selectors import CredentialUnavailable, credential_resolve, deployment_view
 
 logger = logging.getLogger(__name__)
-
-
-def provider_config_changed() -> None:
-    """Call after any admin edit of providers, credentials, models or deployments."""
-    config_version.bump()
 
 
 def credential_set_secret(*, credential: Credential, secret: str) -> Credential:
@@ -36,7 +31,6 @@ def credential_set_secret(*, credential: Credential, secret: str) -> Credential:
     credential.status = Credential.Status.ACTIVE
     credential.status_reason = ""
     credential.save(update_fields=["sealed_secret", "reference", "status", "status_reason"])
-    provider_config_changed()
     return credential
 
 
@@ -69,7 +63,6 @@ def credential_unflag(*, credential_id: int) -> bool:
 def deployments_set_enabled(*, deployments: QuerySet[Deployment], enabled: bool) -> int:
     """Enables or disables deployments by hand; routing never re-enables one by itself."""
     count = deployments.update(enabled=enabled)
-    provider_config_changed()
     return count
 
 
@@ -120,7 +113,6 @@ def catalog_seed_demo() -> bool:
             if openai is not None:
                 _deployment(model, openai, credential, enabled=True)
         Deployment.objects.filter(provider__name="OpenAI", public_model__in=models).update(enabled=use_openai)
-        provider_config_changed()
     return use_openai
 
 

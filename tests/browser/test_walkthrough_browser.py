@@ -35,7 +35,7 @@ from billing.selectors import credits_balance
 from billing.services import credits_grant, prices_import, usage_drain, usage_rollup
 from oneflow.lib import money
 from providers.models import Credential, Deployment, Provider, PublicModel
-from providers.services import credential_set_secret, provider_config_changed
+from providers.services import credential_set_secret
 from tests.browser.conftest import (
     RequestLog,
     Screenshots,
@@ -153,7 +153,6 @@ def open_the_account(organization: Organization, upstream: FakeUpstream) -> None
         credential=credential,
         upstream_model="gpt-4o-mini",
     )
-    provider_config_changed()
 
 
 def run_the_usage_jobs(organization: Organization, *, count: int) -> list[UsageEvent]:

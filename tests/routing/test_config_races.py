@@ -22,7 +22,6 @@ from billing.holds import to_units
 from billing.models import UsageEvent
 from billing.selectors import price_book
 from billing.services import budget_create, credits_grant, usage_drain
-from oneflow.lib import config_version
 from providers.models import Deployment
 from providers.selectors import catalog_build
 from providers.services import deployments_set_enabled
@@ -146,9 +145,7 @@ def test_a_limit_lowered_just_before_a_burst_holds(gateway: Gateway) -> None:
     def one_round(number: int) -> None:
         organization, key = new_tenant(gateway, f"Limited {number}")
         assert send(gateway, key.raw).status == 200
-        # As the admin saves it: the row, then the configuration version.
         Organization.objects.filter(pk=organization.pk).update(limit_rph=5)
-        config_version.bump()
 
         replies = burst(gateway, key.raw, 20)
 
