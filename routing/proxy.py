@@ -28,7 +28,7 @@ from billing.pricing import Terms, Tokens, cost_usd
 from billing.usage import UsageRecord, encode
 from oneflow.lib import redis
 from oneflow.lib.db import in_thread
-from oneflow.lib.redis import run_scripts
+from oneflow.lib.redis import ScriptCall, run_scripts
 from providers import tokens
 from providers.adapters import ErrorKind, UpstreamError, adapter_for, connection_error
 from providers.selectors import DeploymentView, ModelView
@@ -146,8 +146,19 @@ async def admit(call: Call, model_name: Any, *, kind: str) -> None:
 
 
 async def _release_limits(admitted: guards.Guards) -> None:
-    if calls := admitted.completion_calls(used=None, attempts=[], ttft_ms=None):
+    if calls := _slots_of(admitted):
         await run_scripts(redis.loop_client(), calls)
+
+
+def _slots_of(admitted: guards.Guards) -> list[ScriptCall]:
+    """Frees an earlier admission's concurrency slots and keeps what it counted.
+
+    Its counts cannot be given back: the rules it was counted under may have
+    changed since, and the counters drain at their rule's rate, so a give-back
+    under an old limit of a million an hour would drain a new limit of five in
+    milliseconds. The request counts twice in this rare case, never less.
+    """
+    return admitted.completion_calls(used=admitted.demand, attempts=[], ttft_ms=None)
 
 
 async def _admit(
@@ -157,7 +168,8 @@ async def _admit(
 
     ``earlier``: the request's admission on an older Config. Its rate-limit
     verdict is kept (the request counted once) when the rules are the same;
-    when the newer Config changed them it is given back and judged anew.
+    when the newer Config changed them, its slots are freed and the request is
+    judged anew on the new rules (see _slots_of).
     """
     call.key = await config.authenticate(raw_key(call.request))
     if not isinstance(model_name, str) or not model_name:
@@ -205,17 +217,17 @@ async def _admit(
         body=call.body,
         bounds=bounds,
     )
-    given_back = []
+    freed = []
     if earlier is not None and not checks.carry_limits(earlier):
-        given_back = earlier.completion_calls(used=None, attempts=[], ttft_ms=None)
+        freed = _slots_of(earlier)
     reservation, replies = await reservations.reserve(
         organization_id=organization_id,
         hold_id=call.request.request_id,
         cost=worst,
         budgets=config.budgets.for_request(organization_id, key.key_id),
-        extra=[*given_back, *checks.admission_calls()],
+        extra=[*freed, *checks.admission_calls()],
     )
-    checks.take(replies[len(given_back) :])
+    checks.take(replies[len(freed) :])
     refusal = checks.refusal() or reservation.refusal
     if refusal is not None:
         await reservations.release(
