@@ -217,3 +217,31 @@ def celery_worker(live_services: None, transactional_db: None) -> Iterator[None]
             yield
     finally:
         celery_app.conf.task_always_eager = eager
+
+
+# The slow groups (markers in pyproject.toml), set here rather than on each test so
+# that `-m "not (...)"` gives a fast run (README). Whole files by their path under
+# tests/; live servers also by the fixtures that start them, wherever they are used.
+SLOW_FILES = {
+    "browser/": "browser",
+    "test_admin_scale.py": "scale",
+    "routing/test_openai_sdk.py": "clients",
+    "routing/test_anthropic_sdk.py": "clients",
+    "routing/test_v1_fuzz.py": "fuzz",
+    "test_schemathesis.py": "fuzz",
+    # These start their servers in their own bodies or fixtures, not through one below.
+    "test_metrics_endpoint.py": "live_server",
+    "test_slow_clients.py": "live_server",
+}
+LIVE_SERVER_FIXTURES = {"live_asgi", "gunicorn", "embedded_oneflow"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        where = item.path.relative_to(tests).as_posix() if item.path.is_relative_to(tests) else ""
+        marks = {mark for prefix, mark in SLOW_FILES.items() if where.startswith(prefix)}
+        if LIVE_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            marks.add("live_server")
+        for mark in sorted(marks):
+            item.add_marker(mark)

@@ -418,12 +418,14 @@ def test_leaving_mid_stream_cancels_the_upstream_and_bills_what_was_written(
             piece = sock.recv(4096)
             assert piece, f"the answer ended early: {received!r}"
             received += piece
-    left = time.monotonic()
     request_id = re.search(rb"x-oneflow-request-id: (\S+)", received, re.I)
     assert request_id is not None
 
+    # A stream the gateway kept reading would end (2.5 s) and never count as
+    # abandoned: waiting well past its end fails only if the gateway did not close it.
+    deadline = time.monotonic() + 10
     while upstream.abandoned_streams == 0:
-        assert time.monotonic() - left < 2.0, "the upstream stream was not closed"
+        assert time.monotonic() < deadline, "the upstream stream was not closed"
         time.sleep(0.02)
     event = drained(request_id.group(1).decode())
     assert (event.client_disconnected, event.status_code) == (True, 499)

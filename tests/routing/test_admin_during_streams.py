@@ -121,10 +121,10 @@ def test_a_stream_whose_upstream_connection_is_closed_under_it_ends_with_an_erro
         time.sleep(0.02)
     [loop] = list(http._sessions)  # the live server's loop and the session it shares
     asyncio.run_coroutine_threadsafe(http.close(), loop).result(timeout=5)
-    started = time.monotonic()
     reader.join(timeout=15)
 
     assert not reader.is_alive(), "the stream hung"
-    assert time.monotonic() - started < 5
     assert isinstance(outcome.get("error"), openai.APIError), "ended with an error event, not a clean finish"
+    # A hung stream would end only by the SDK's own 20 s read timeout (an APIError too).
+    assert not isinstance(outcome["error"], openai.APITimeoutError), "the gateway ended it, not the client's timeout"
     assert len(received) < WORDS
