@@ -22,7 +22,7 @@ from billing import selectors, services
 from billing.models import CREDITS_MAX, Budget
 from oneflow.lib import money
 from oneflow.lib.errors import InvalidInput, NotAllowed, NotFound
-from oneflow.lib.serializers import StrictCharField
+from oneflow.lib.serializers import StrictCharField, page_of
 
 
 def _organization_id(request: Request, org_id: int) -> int:
@@ -61,11 +61,7 @@ class LedgerEntryOutput(serializers.Serializer):
     note = serializers.CharField()
 
 
-class LedgerPage(serializers.Serializer):
-    count = serializers.IntegerField()
-    next = serializers.URLField(allow_null=True)
-    previous = serializers.URLField(allow_null=True)
-    results = LedgerEntryOutput(many=True)
+LedgerPage = page_of(LedgerEntryOutput(many=True), "LedgerPage")
 
 
 class LedgerApi(APIView):
@@ -299,11 +295,7 @@ class BudgetAlertOutput(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class BudgetAlertPage(serializers.Serializer):
-    count = serializers.IntegerField()
-    next = serializers.URLField(allow_null=True)
-    previous = serializers.URLField(allow_null=True)
-    results = BudgetAlertOutput(many=True)
+BudgetAlertPage = page_of(BudgetAlertOutput(many=True), "BudgetAlertPage")
 
 
 class BudgetAlertListApi(APIView):

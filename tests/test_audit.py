@@ -29,6 +29,7 @@ from billing.models import LedgerEntry, Price
 from providers.models import Credential, Deployment, Provider
 from providers.services import catalog_seed_demo
 from routing import breakers
+from tests.providers.test_routing_config import public_model_form as base_public_model_form
 
 Action = AuditEntry.Action
 SECRET = "sk-upstream-audit-0123456789"
@@ -215,25 +216,17 @@ def test_forcing_a_breaker_open_and_closed_records_each_move(
 
 
 def public_model_form(**fields: Any) -> dict[str, Any]:
-    """What the public model's page posts, with its deployments inline."""
-    return {
-        "name": "smart",
-        "aliases": "[]",
-        "kind": "chat",
-        "owned_by": "oneflow",
-        "is_public": "on",
-        "strategy": "priority",
-        "created_at_0": "2026-01-01",
-        "created_at_1": "00:00:00",
-        "deployments-TOTAL_FORMS": "1",
-        "deployments-MIN_NUM_FORMS": "0",
-        "deployments-MAX_NUM_FORMS": "1000",
-        "deployments-0-upstream_model": "smart-1",
-        "deployments-0-priority": "1",
-        "deployments-0-quality_score": "80",
-        "deployments-0-enabled": "on",
-        **fields,
-    }
+    """The public model's page with one deployment inline."""
+    return base_public_model_form(
+        **{
+            "deployments-TOTAL_FORMS": "1",
+            "deployments-0-upstream_model": "smart-1",
+            "deployments-0-priority": "1",
+            "deployments-0-quality_score": "80",
+            "deployments-0-enabled": "on",
+            **fields,
+        }
+    )
 
 
 def test_inline_rows_are_recorded_as_their_own_rows(as_operator: Client, operator: User) -> None:

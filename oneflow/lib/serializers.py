@@ -27,3 +27,14 @@ class StrictCharField(StringOnly, serializers.CharField):
 
 class StrictEmailField(StringOnly, serializers.EmailField):
     pass
+
+
+def page_of(results: serializers.Serializer, name: str) -> type[serializers.Serializer]:
+    """The schema of one page of a paginated list (DRF's PageNumberPagination)."""
+    fields: dict[str, Any] = {
+        "count": serializers.IntegerField(),
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "results": results,
+    }
+    return type(name, (serializers.Serializer,), fields)

@@ -9,8 +9,6 @@ One event loop lives as long as the client: the gateway keeps per-loop state
 from __future__ import annotations
 
 import asyncio
-import json
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -18,18 +16,11 @@ from accounts import services as accounts_services
 from billing.services import credits_grant
 from oneflow.lib import asgi, http, redis
 from providers.services import catalog_seed_demo
+from tests.http import Reply
 from tests.routing.conftest import simulator_settings
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
+class Answer(Reply):
     @property
     def frames(self) -> list[str]:
         """The ``data:`` payloads of an event stream, in order."""
