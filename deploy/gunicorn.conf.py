@@ -43,7 +43,7 @@ keepalive = 75
 # bound headers (nginx client_header_timeout, large_client_header_buffers; see
 # deploy/nginx/ and deploy/README.md). The body is bounded by the app itself:
 # BODY_READ_TIMEOUT_SECONDS after the headers, a client still sending gets 408
-# and its connection is closed (oneflow.lib.asgi.BodyReadDeadlineMiddleware).
+# and its connection is closed (oneflow.lib.asgi.RequestBodyMiddleware).
 
 # Worker recycling is off by default: a recycled worker closes its keep-alive
 # connections, and clients racing that close see failed requests (the bench

@@ -17,10 +17,9 @@ from oneflow.celery import embedded_beat_start, embedded_beat_stop  # noqa: E402
 from oneflow.lib import http, redis  # noqa: E402
 from oneflow.lib.asgi import (  # noqa: E402
     ASGIApp,
-    BodyReadDeadlineMiddleware,
-    BodySizeLimitMiddleware,
     LifespanMiddleware,
     PathRouter,
+    RequestBodyMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
     shutdown_hooks,
@@ -49,8 +48,9 @@ def build() -> ASGIApp:
         django_application, token=settings.METRICS_TOKEN, open_to_loopback=not settings.PRODUCTION
     )
     routed = PathRouter(metrics, {"/v1/": import_string(settings.ONEFLOW_PROXY_APP)})
-    limited = BodySizeLimitMiddleware(routed, limit=settings.MAX_REQUEST_BODY_BYTES)
-    bounded = BodyReadDeadlineMiddleware(limited, seconds=settings.BODY_READ_TIMEOUT_SECONDS)
+    bounded = RequestBodyMiddleware(
+        routed, limit=settings.MAX_REQUEST_BODY_BYTES, seconds=settings.BODY_READ_TIMEOUT_SECONDS
+    )
     # Outermost but for the request id, so the wrappers' own answers carry it too.
     secured = SecurityHeadersMiddleware(bounded, headers=[(b"x-content-type-options", b"nosniff")])
     return LifespanMiddleware(RequestIdMiddleware(secured), on_startup=_startup, on_shutdown=_shutdown)

@@ -83,55 +83,6 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
-class BodySizeLimitMiddleware:
-    """Refuses request bodies over ``limit`` bytes with 413 in the API's format.
-
-    A declared ``Content-Length`` over the limit is refused before reading a
-    byte. A chunked body is counted as it arrives: past the limit the app is
-    told the client went away (Django then drops the request without a
-    response) and the 413 is sent here.
-    """
-
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, send)
-            return
-        seen = 0
-        exceeded = False
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    exceeded = True
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        await self.app(scope, counting_receive, tracking_send)
-        if exceeded and not started:
-            await self._refuse(scope, send)
-
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        message = f"Request body is larger than the limit of {self.limit} bytes."
-        await send_error(scope, send, 413, message, code="request_too_large", anthropic_type="request_too_large")
-
-
 async def send_error(
     scope: Scope,
     send: Send,
@@ -156,77 +107,110 @@ async def send_error(
     await send({"type": "http.response.body", "body": payload})
 
 
-class BodyReadDeadlineMiddleware:
-    """Bounds the time a client may take to send its request body.
+class RequestBodyMiddleware:
+    """Bounds a request body in size (413) and in time (408), in one wrapper.
 
-    A client that sends its headers and then drips the body (a byte every few
-    seconds) would otherwise hold a connection and a request forever: uvicorn
-    has no body timeout and restarts its keep-alive timer on every byte. Past
-    ``seconds`` after the headers, the app is told the client went away (Django
-    and the proxy then drop the request without answering) and 408 is sent here
-    with ``Connection: close``.
+    Size: a declared ``Content-Length`` over ``limit`` is refused before a byte
+    is read; a chunked body is counted as it arrives, and past the limit the app
+    is told the client went away (Django then drops the request without
+    answering) and the 413 is sent here.
 
-    An answer that starts before the body is complete (a 413 on the declared
-    length, say) first waits for the rest of the body, within the same deadline,
-    and throws it away: closing on unread data would reset the connection and
-    lose the answer to an honest client still sending, while keeping it open
-    would let the server go on reading a drip with no deadline at all. Past the
-    deadline the answer goes out with ``Connection: close``.
+    Time: a client that sends its headers and then drips the body would hold a
+    connection forever (uvicorn has no body timeout and restarts its keep-alive
+    timer on every byte). Past ``seconds`` after the headers the app is told the
+    client went away and 408 is sent with ``Connection: close``.
+
+    An answer that starts before the body is complete (the 413, say) first waits
+    for the rest of it, within the same deadline, and throws it away: closing on
+    unread data would reset the connection and lose the answer to an honest
+    client still sending, while keeping it open would let the server read a drip
+    with no deadline at all. Past the deadline the answer goes out with
+    ``Connection: close``.
     """
 
-    def __init__(self, app: ASGIApp, *, seconds: float) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int, seconds: float) -> None:
         self.app = app
+        self.limit = limit
         self.seconds = seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        deadline = asyncio.get_running_loop().time() + self.seconds
+        body = _Body(receive, deadline=asyncio.get_running_loop().time() + self.seconds, limit=self.limit)
         # Nothing to wait for without a body (a GET): the app may never call receive().
-        complete = not _has_body(scope["headers"])
-        timed_out = started = False
+        body.complete = not _has_body(scope["headers"])
 
-        async def bounded_receive() -> Message:
-            nonlocal complete, timed_out
-            if timed_out:
-                return {"type": "http.disconnect"}
-            if complete:
-                # After the body, receive() waits for a disconnect as long as a response runs.
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                timed_out = True
-                return {"type": "http.disconnect"}
-            complete = message["type"] != "http.request" or not message.get("more_body")
-            return message
-
-        async def closing_send(message: Message) -> None:
-            nonlocal started
+        async def guarded_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                started = True
-                while not complete and not timed_out:
-                    if (await bounded_receive())["type"] == "http.disconnect":
-                        break
-                if not complete:
+                body.started = True
+                await body.drain()
+                if not body.complete:
                     message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
             await send(message)
 
-        await self.app(scope, bounded_receive, closing_send)
-        if timed_out and not started:
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            body.exceeded = True
+        else:
+            await self.app(scope, body.receive, guarded_send)
+        if body.started:
+            return
+        if body.exceeded:
+            message = f"Request body is larger than the limit of {self.limit} bytes."
+            await send_error(
+                scope, guarded_send, 413, message, code="request_too_large", anthropic_type="request_too_large"
+            )
+        elif body.timed_out:
             logger.warning("request body not received in time", extra={"path": scope.get("path", "")})
             message = f"The request body was not received within {self.seconds:g} seconds."
+            close = [(b"connection", b"close")]
             await send_error(
-                scope,
-                send,
-                408,
-                message,
-                code="request_timeout",
-                anthropic_type="timeout_error",
-                headers=[(b"connection", b"close")],
+                scope, send, 408, message, code="request_timeout", anthropic_type="timeout_error", headers=close
             )
+
+
+class _Body:
+    """One request's body as the app reads it: counted, and read before a deadline."""
+
+    def __init__(self, receive: Receive, *, deadline: float, limit: int) -> None:
+        self._receive = receive
+        self.deadline = deadline
+        self.limit = limit
+        self.seen = 0
+        self.complete = self.exceeded = self.timed_out = self.started = False
+
+    async def receive(self) -> Message:
+        if self.exceeded:
+            return {"type": "http.disconnect"}
+        message = await self._read()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.limit:
+                self.exceeded = True
+                return {"type": "http.disconnect"}
+        return message
+
+    async def _read(self) -> Message:
+        if self.timed_out:
+            return {"type": "http.disconnect"}
+        if self.complete:
+            # After the body, receive() waits for a disconnect as long as a response runs.
+            return await self._receive()
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                message = await self._receive()
+        except TimeoutError:
+            self.timed_out = True
+            return {"type": "http.disconnect"}
+        self.complete = message["type"] != "http.request" or not message.get("more_body")
+        return message
+
+    async def drain(self) -> None:
+        """Reads and drops the rest of the body, until it ends, the client leaves or time is up."""
+        while not self.complete and not self.timed_out:
+            if (await self._read())["type"] == "http.disconnect":
+                return
 
 
 def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
