@@ -151,7 +151,7 @@ def api_key_credentials(*, prefix: str) -> KeyCredentials | None:
 def api_key_authenticate(*, raw: str, now: datetime | None = None) -> KeyCredentials | None:
     """The key ``raw`` proves, if it may be used now; None for anything else.
 
-    The gateway applies the same rule to its cached credentials (routing.snapshots).
+    The gateway applies the same rule to its cached credentials (gateway.snapshots).
     """
     prefix = keys.raw_key_prefix(raw)
     credentials = api_key_credentials(prefix=prefix) if prefix else None

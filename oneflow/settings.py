@@ -99,7 +99,7 @@ MIDDLEWARE = [
 ROOT_URLCONF = "oneflow.urls"
 # The proxy API (/v1/*): a lean ASGI app beside Django, named here because
 # nothing may import routing (see oneflow.asgi).
-ONEFLOW_PROXY_APP = "routing.asgi.application"
+ONEFLOW_PROXY_APP = "gateway.asgi.application"
 ASGI_APPLICATION = "oneflow.asgi.application"
 AUTH_USER_MODEL = "accounts.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -220,7 +220,7 @@ UPSTREAM_DEADLINE_SECONDS = float(env.decimal("UPSTREAM_DEADLINE_SECONDS", "120"
 RATE_LIMIT_DEFAULT_RPM = env.int("RATE_LIMIT_DEFAULT_RPM", 60, minimum=1)
 RATE_LIMIT_DEFAULT_RPH = env.int("RATE_LIMIT_DEFAULT_RPH", 1000, minimum=1)
 
-# Circuit breaker per deployment (routing.breakers): open after this many
+# Circuit breaker per deployment (gateway.breakers): open after this many
 # failures in a row, or when more than BREAKER_ERROR_RATE_PERCENT of at least
 # BREAKER_MIN_SAMPLE calls in the last BREAKER_WINDOW_SECONDS failed; let one
 # probe through after BREAKER_COOLDOWN_SECONDS.

@@ -103,7 +103,7 @@ class Credential(GatewayConfig):
 
 
 class Strategy(models.TextChoices):
-    """How a public model orders its deployments; routing.strategies applies it."""
+    """How a public model orders its deployments; gateway.strategies applies it."""
 
     PRIORITY = "priority", "Priority (lowest first; weighted among equals)"
     WEIGHTED = "weighted", "Weighted (A/B split, sticky per key)"
@@ -127,7 +127,7 @@ class PublicModel(GatewayConfig):
         max_length=10,
         choices=Strategy.choices,
         default=Strategy.PRIORITY,
-        help_text="How the gateway orders this model's deployments (routing.strategies).",
+        help_text="How the gateway orders this model's deployments (gateway.strategies).",
     )
     max_latency_ms = models.PositiveIntegerField(
         null=True,
@@ -209,3 +209,22 @@ class Deployment(GatewayConfig):
 
     def __str__(self) -> str:
         return f"{self.public_model.name} → {self.provider.name}:{self.upstream_model}"
+
+
+class ModelAccess(GatewayConfig):
+    """Makes a public model that is not public to all visible to one organization."""
+
+    public_model = models.ForeignKey("providers.PublicModel", on_delete=models.CASCADE, related_name="+")
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        # Born in the routing app; the gateway reads it with the catalog, so it lives here now.
+        db_table = "routing_modelaccess"
+        verbose_name_plural = "model access grants"
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["public_model", "organization"], name="routing_modelaccess_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization} may use {self.public_model}"

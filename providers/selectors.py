@@ -1,19 +1,20 @@
 """Reads for providers: the catalog of public models and their deployments.
 
-The gateway holds the catalog in process (routing.snapshots) and rebuilds it
+The gateway holds the catalog in process (gateway.snapshots) and rebuilds it
 when the configuration version changes, so no request reads these tables.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 
 from oneflow.lib.crypto import unseal
 from oneflow.lib.secrets import ReferenceRefused, provider_reference_policy
 from providers.adapters.base import Target
-from providers.models import Credential, Deployment, Provider, PublicModel, Strategy
+from providers.models import Credential, Deployment, ModelAccess, Provider, PublicModel, Strategy
 
 logger = logging.getLogger(__name__)
 
@@ -160,3 +161,11 @@ def catalog_build() -> Catalog:
         for alias in [*(model.aliases or []), model.name]:
             by_name[str(alias)] = model_view
     return Catalog(by_name=by_name, listed=tuple(listed))
+
+
+def model_grants() -> dict[int, frozenset[int]]:
+    """Organization id -> ids of the non-public models it was granted."""
+    grants: defaultdict[int, set[int]] = defaultdict(set)
+    for organization_id, model_id in ModelAccess.objects.values_list("organization_id", "public_model_id"):
+        grants[organization_id].add(model_id)
+    return {organization_id: frozenset(ids) for organization_id, ids in grants.items()}

@@ -17,11 +17,13 @@ import routing.admin_overview  # noqa: F401 - registers the operator overview
 from accounts.admin import organization_filter
 from audit.models import AuditEntry
 from audit.services import audit_record
+from gateway import breakers
 from oneflow.lib import money
 from oneflow.lib.admin import LargeTableAdmin, ViewOnlyAdmin
 from providers.admin import ConfigAdmin
-from routing import breakers, health_display, selectors
-from routing.models import DeploymentHealth, ModelAccess, RouteResults
+from providers.models import ModelAccess
+from routing import health_display, selectors
+from routing.models import DeploymentHealth, RouteResults
 
 
 @admin.register(ModelAccess)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routing.breakers import Health, State
+from gateway.breakers import Health, State
 
 NONE = "—"
 _STATES = {State.CLOSED: "closed", State.HALF_OPEN: "half-open", State.OPEN: "open"}

@@ -1,35 +1,17 @@
-"""Routing's own configuration, and its view of the deployments."""
+"""The routing app's views of other apps' tables for the admin (proxy models):
+deployment health, route results and the operator overview."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
 from django.db import models
-from django.utils import timezone
 
 from billing.models import UsageRollup
-from oneflow.lib.config_version import GatewayConfig
 from providers.models import Deployment, PublicModel
 
 if TYPE_CHECKING:
-    from routing.breakers import Health
-
-
-class ModelAccess(GatewayConfig):
-    """Makes a public model that is not public to all visible to one organization."""
-
-    public_model = models.ForeignKey("providers.PublicModel", on_delete=models.CASCADE, related_name="+")
-    organization = models.ForeignKey("accounts.Organization", on_delete=models.CASCADE, related_name="+")
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        verbose_name_plural = "model access grants"
-        constraints: ClassVar = [
-            models.UniqueConstraint(fields=["public_model", "organization"], name="routing_modelaccess_unique"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.organization} may use {self.public_model}"
+    from gateway.breakers import Health
 
 
 class DeploymentHealth(Deployment):

@@ -29,8 +29,7 @@ from accounts import services
 from accounts.views import Dashboard, dashboard_for, dashboard_view
 from billing.selectors import credits_balance
 from oneflow.lib import json, money
-from providers.models import PublicModel
-from routing.models import ModelAccess
+from providers.models import ModelAccess, PublicModel
 from routing.playground_gateway import GatewayCall
 
 CHAT_PATH = "/v1/chat/completions"
@@ -45,7 +44,7 @@ _NOT_PASSED = frozenset({"content-length", "content-type", "transfer-encoding", 
 
 def playground_models(*, organization_id: int) -> list[str]:
     """Names of the chat models the organization may call: what GET /v1/models
-    lists to its keys (routing.snapshots.visible), read from the database."""
+    lists to its keys (gateway.snapshots.visible), read from the database."""
     granted = ModelAccess.objects.filter(organization_id=organization_id).values("public_model_id")
     models = PublicModel.objects.filter(kind=PublicModel.Kind.CHAT).filter(Q(is_public=True) | Q(pk__in=granted))
     return list(models.order_by("name").values_list("name", flat=True))

@@ -1,7 +1,7 @@
 """One call of the gateway's own ASGI app from inside the web process.
 
 The dashboard's playground sends the request an API client would send to
-routing.asgi.application directly: the same authentication, limits, credit
+gateway.asgi.application directly: the same authentication, limits, credit
 hold, charge, usage event and request log as over the network, without a
 network hop, and the key it carries never leaves the server.
 """
@@ -13,11 +13,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway import asgi
+from gateway.protocol import Message
 from oneflow.lib import json
 from oneflow.lib.asgi import new_request_id
 from oneflow.lib.jsonlog import request_id_var
-from routing import asgi
-from routing.protocol import Message
 
 logger = logging.getLogger(__name__)
 

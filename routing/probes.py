@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from gateway.breakers import Breakers, Outcome
 from oneflow.lib import http, redis
 from providers.adapters import ErrorKind, UpstreamError, adapter_for, connection_error
 from providers.models import PublicModel
 from providers.selectors import Catalog, DeploymentView, catalog_build
 from providers.services import credential_flag
-from routing.breakers import Breakers, Outcome
 
 logger = logging.getLogger(__name__)
 

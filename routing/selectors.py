@@ -1,4 +1,4 @@
-"""Reads for routing."""
+"""Reads for the routing app's admin pages: A/B route results and deployment health."""
 
 from __future__ import annotations
 
@@ -17,20 +17,10 @@ from django.db.models.functions import RowNumber
 from redis.exceptions import RedisError
 
 from billing.models import UsageEvent
+from gateway import breakers
+from gateway.breakers import Health, State
 from oneflow.lib import money
 from providers.models import Deployment, PublicModel, Strategy
-from routing import breakers
-from routing.breakers import Health, State
-from routing.models import ModelAccess
-
-
-def model_grants() -> dict[int, frozenset[int]]:
-    """Organization id -> ids of the non-public models it was granted."""
-    grants: defaultdict[int, set[int]] = defaultdict(set)
-    for organization_id, model_id in ModelAccess.objects.values_list("organization_id", "public_model_id"):
-        grants[organization_id].add(model_id)
-    return {organization_id: frozenset(ids) for organization_id, ids in grants.items()}
-
 
 # --- A/B results: a model's traffic per deployment ----------------------------------------
 
@@ -244,7 +234,7 @@ def percentile_cont(values: Iterable[int], fraction: float) -> float | None:
 
 
 def _weight_shares(deployments: list[Deployment], strategy: str) -> dict[int, float]:
-    """The share of first choices each deployment's weight asks for (routing.strategies).
+    """The share of first choices each deployment's weight asks for (gateway.strategies).
 
     Weighted splits among all live deployments; priority among the live ones of
     the best priority (the rest only take failovers). The other strategies rank

@@ -29,8 +29,8 @@ from rest_framework.test import APIClient
 from accounts import services
 from accounts.models import Membership, Organization, User
 from accounts.tokens import RefreshToken
+from gateway.snapshots import snapshots
 from oneflow.celery import app as celery_app
-from routing.snapshots import snapshots
 from tests.fakes import FakeUpstream
 from tests.http import call
 

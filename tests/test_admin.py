@@ -27,9 +27,8 @@ from audit.services import audit_record
 from billing import services as billing_services
 from billing.models import Budget, BudgetAlert, LedgerEntry, UsageEvent, UsageRollup
 from oneflow.lib.admin import BoundedPaginator, RelatedIdFilter
-from providers.models import Credential, Deployment, Provider, PublicModel
+from providers.models import Credential, Deployment, ModelAccess, Provider, PublicModel
 from providers.services import catalog_seed_demo
-from routing.models import ModelAccess
 
 PROJECT_APPS = ("audit", "accounts", "providers", "billing", "routing")
 # Project models with no admin page of their own, and why.

@@ -26,9 +26,9 @@ from audit.models import AuditEntry
 from audit.services import SECRET_MASK, audit_record
 from billing import services as billing_services
 from billing.models import LedgerEntry, Price
+from gateway import breakers
 from providers.models import Credential, Deployment, Provider
 from providers.services import catalog_seed_demo
-from routing import breakers
 from tests.providers.test_routing_config import public_model_form as base_public_model_form
 
 Action = AuditEntry.Action

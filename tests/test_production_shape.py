@@ -23,10 +23,10 @@ from billing.holds import Holds, to_units
 from billing.models import LedgerEntry, UsageEvent
 from billing.selectors import price_book
 from billing.services import budget_create, credits_grant, credits_reconcile, ledger_reconcile, usage_drain
+from gateway import reservations
 from oneflow.lib import redis
 from providers.selectors import catalog_build
 from providers.services import catalog_seed_demo
-from routing import reservations
 from tests.conftest import free_port, gunicorn_serving
 from tests.http import Reply, call
 

@@ -49,7 +49,7 @@ class WatchedQuerySet(models.QuerySet[Any]):
 
 
 class GatewayConfig(models.Model):
-    """A model whose rows the gateway keeps in process (routing.snapshots).
+    """A model whose rows the gateway keeps in process (gateway.snapshots).
 
     Every write to it advances the version, whatever made it: a service, the
     admin, the shell, a bulk update, a data migration run through the models.

@@ -29,7 +29,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='publicmodel',
             name='strategy',
-            field=models.CharField(choices=[('priority', 'Priority (lowest first; weighted among equals)'), ('weighted', 'Weighted (A/B split, sticky per key)'), ('cheapest', 'Cheapest (provider cost)'), ('fastest', 'Fastest (latency EWMA; time to first token for streams)'), ('quality', 'Best quality (operator score)')], default='priority', help_text="How the gateway orders this model's deployments (routing.strategies).", max_length=10),
+            field=models.CharField(choices=[('priority', 'Priority (lowest first; weighted among equals)'), ('weighted', 'Weighted (A/B split, sticky per key)'), ('cheapest', 'Cheapest (provider cost)'), ('fastest', 'Fastest (latency EWMA; time to first token for streams)'), ('quality', 'Best quality (operator score)')], default='priority', help_text="How the gateway orders this model's deployments (gateway.strategies).", max_length=10),
         ),
         migrations.AddConstraint(
             model_name='deployment',

@@ -27,9 +27,8 @@ from accounts.models import ApiKey, Organization, User
 from billing.models import Price, UsageEvent
 from billing.selectors import credits_balance
 from billing.services import credits_grant, usage_drain
-from providers.models import Credential, Deployment, Provider, PublicModel
+from providers.models import Credential, Deployment, ModelAccess, Provider, PublicModel
 from providers.services import credential_set_secret
-from routing.models import ModelAccess
 from tests.conftest import UPSTREAM_KEY, LiveAsgiServer
 from tests.dashboard.conftest import asset_urls, is_same_origin
 from tests.fakes import DEFAULT_REPLY, Behave, FakeUpstream

@@ -20,10 +20,10 @@ from django.urls import reverse
 from accounts.models import Organization, User
 from billing.models import UsageRollup
 from billing.services import credits_grant
+from gateway import breakers
+from gateway.breakers import Breakers, Outcome
 from oneflow.lib import redis
 from providers.models import Deployment, Provider, PublicModel
-from routing import breakers
-from routing.breakers import Breakers, Outcome
 
 NOW = datetime(2026, 3, 10, 15, 30, tzinfo=UTC)
 HOUR = NOW.replace(minute=0)  # the running hour: the last bucket of the 24-hour window

@@ -16,10 +16,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from accounts.models import User
-from oneflow.lib import redis
-from providers.models import Deployment
-from providers.services import catalog_seed_demo
-from routing.breakers import (
+from gateway.breakers import (
     AsyncBreakers,
     BreakerPolicy,
     Breakers,
@@ -29,6 +26,9 @@ from routing.breakers import (
     check_call,
     check_result,
 )
+from oneflow.lib import redis
+from providers.models import Deployment
+from providers.services import catalog_seed_demo
 
 NOW = 1_800_000_000.0  # a frozen clock: every call below passes it explicitly
 POLICY = BreakerPolicy()  # 5 in a row, over 50 % of at least 20 in 60 s, one probe after 60 s

@@ -16,7 +16,7 @@ from accounts.models import Organization
 from billing.models import BudgetAlert, LedgerEntry
 from billing.selectors import budget_book
 from billing.services import budget_create, credits_grant
-from routing.reservations import budget_slots
+from gateway.reservations import budget_slots
 from tests.routing.conftest import Gateway
 
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]

@@ -21,10 +21,8 @@ from billing.models import BillingAccount, Budget
 from billing.selectors import budget_book, price_book
 from billing.services import budget_create, credits_grant
 from oneflow.lib import config_version, redis
-from providers.models import Credential, Deployment, Provider, PublicModel
-from providers.selectors import catalog_build
-from routing.models import ModelAccess
-from routing.selectors import model_grants
+from providers.models import Credential, Deployment, ModelAccess, Provider, PublicModel
+from providers.selectors import catalog_build, model_grants
 from tests.http import call
 from tests.routing.conftest import Gateway
 

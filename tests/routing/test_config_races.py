@@ -22,10 +22,10 @@ from billing.holds import to_units
 from billing.models import UsageEvent
 from billing.selectors import price_book
 from billing.services import budget_create, credits_grant, usage_drain
+from gateway import reservations
 from providers.models import Deployment
 from providers.selectors import catalog_build
 from providers.services import deployments_set_enabled
-from routing import reservations
 from tests.http import Reply, call
 from tests.routing.conftest import Gateway
 

@@ -15,7 +15,7 @@ import pytest
 
 from accounts import services as accounts_services
 from billing.models import LedgerEntry
-from routing import idempotency
+from gateway import idempotency
 from tests.fakes import Behave, FakeUpstream
 from tests.http import Reply, call
 from tests.routing.conftest import Gateway, simulator_settings

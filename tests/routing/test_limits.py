@@ -17,10 +17,7 @@ from django.urls import reverse
 from accounts import selectors, services
 from accounts.models import ApiKey, Organization, Plan, User
 from accounts.selectors import KeyCredentials, RateLimits
-from oneflow.lib import config_version, redis
-from providers.adapters.base import Target
-from providers.selectors import DeploymentView
-from routing.limits import (
+from gateway.limits import (
     CONCURRENCY_LEASE_SECONDS,
     AsyncLimits,
     Demand,
@@ -36,6 +33,9 @@ from routing.limits import (
     refusal,
     rules_for,
 )
+from oneflow.lib import config_version, redis
+from providers.adapters.base import Target
+from providers.selectors import DeploymentView
 
 NOW = 1_800_000_000.0  # a frozen clock: every call below passes it explicitly
 

@@ -15,9 +15,8 @@ from accounts import services as accounts_services
 from accounts.models import Organization
 from billing.models import UsageEvent
 from oneflow.lib import money
-from providers.models import Deployment, Provider, PublicModel
+from providers.models import Deployment, ModelAccess, Provider, PublicModel
 from providers.services import catalog_seed_demo
-from routing.models import ModelAccess
 from tests.routing.conftest import Gateway, simulator_settings
 
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there, gateway!"}]

@@ -19,12 +19,12 @@ from django_celery_beat.models import PeriodicTask
 from accounts.models import User
 from billing.models import UsageEvent
 from billing.usage import STREAM
+from gateway.breakers import Breakers, Health, Outcome, State, Verdict
 from oneflow.celery import app as celery_app
 from oneflow.lib import redis
 from providers.models import Credential, Deployment, Provider, PublicModel
 from providers.services import credential_flag
 from routing import tasks
-from routing.breakers import Breakers, Health, Outcome, State, Verdict
 from routing.probes import PROBE_TIMEOUT_CAP_SECONDS, deployments_probe
 from tests.conftest import UPSTREAM_KEY
 from tests.fakes import Behave, FakeUpstream

@@ -1,6 +1,6 @@
 """Route planning: which deployments a request tries, in which order.
 
-Pure tests of routing.strategies: the catalog is built in memory, health and
+Pure tests of gateway.strategies: the catalog is built in memory, health and
 preferences are handed in, and every rule is checked on the plan it returns.
 """
 
@@ -16,11 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.adapters.base import Target
-from providers.models import Deployment, Provider, PublicModel
-from providers.selectors import DeploymentView, ModelView, catalog_build
-from routing.errors import GatewayError
-from routing.strategies import (
+from gateway.errors import GatewayError
+from gateway.strategies import (
     NO_PREFERENCES,
     Breaker,
     Health,
@@ -29,6 +26,9 @@ from routing.strategies import (
     plan,
     preferences_parse,
 )
+from providers.adapters.base import Target
+from providers.models import Deployment, Provider, PublicModel
+from providers.selectors import DeploymentView, ModelView, catalog_build
 
 BREAKERS: tuple[Breaker, ...] = ("closed", "half_open", "open")
 STRATEGIES = ("priority", "weighted", "cheapest", "fastest", "quality")

@@ -21,12 +21,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from gateway import validation, validation_anthropic
+from gateway.errors import GatewayError
 from oneflow.lib.errors import InvalidInput
 from providers import tokens
 from providers.translate.anthropic import anthropic_request_to_openai, openai_to_anthropic_request
 from providers.translate.gemini import openai_to_gemini_request
-from routing import validation, validation_anthropic
-from routing.errors import GatewayError
 from tests.routing.asgi_client import Answer, AsgiClient, tenant_key
 
 FUZZ = settings(

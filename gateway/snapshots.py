@@ -23,11 +23,10 @@ from datetime import UTC, datetime
 from accounts.keys import raw_key_prefix
 from accounts.selectors import KeyCredentials, api_key_credentials
 from billing.selectors import BudgetBook, PriceBook, budget_book, price_book
+from gateway.errors import invalid_key
 from oneflow.lib import config_version, redis
 from oneflow.lib.db import in_thread
-from providers.selectors import Catalog, ModelView, catalog_build
-from routing.errors import invalid_key
-from routing.selectors import model_grants
+from providers.selectors import Catalog, ModelView, catalog_build, model_grants
 
 logger = logging.getLogger(__name__)
 

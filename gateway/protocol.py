@@ -95,3 +95,10 @@ async def send_chunk(request: Request, data: bytes) -> None:
 
 async def end_stream(request: Request) -> None:
     await request.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def raw_key(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key", "").strip() or None

@@ -7,9 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from gateway import protocol
+from gateway.call import Call
+from gateway.proxy import account_chunk, finish, settle_stream
 from providers.adapters import UpstreamError
-from routing import protocol
-from routing.proxy import Call, account_chunk, finish, settle_stream
 
 
 async def _watch_disconnect(call: Call, task: asyncio.Task[Any]) -> None:

@@ -10,6 +10,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from gateway import protocol, validation_anthropic
+from gateway.call import Call
+from gateway.errors import bad_request
+from gateway.openai_api import read_json
+from gateway.protocol import Request
+from gateway.proxy import admit, complete, open_stream, recorded, respond
+from gateway.streaming import forward
 from oneflow.lib import sse
 from oneflow.lib.errors import InvalidInput
 from providers.adapters import UpstreamError
@@ -18,12 +25,6 @@ from providers.translate.anthropic import (
     anthropic_request_to_openai,
     openai_response_to_anthropic,
 )
-from routing import protocol, validation_anthropic
-from routing.errors import bad_request
-from routing.openai_api import read_json
-from routing.protocol import Request
-from routing.proxy import Call, admit, complete, open_stream, recorded, respond
-from routing.streaming import forward
 
 
 async def messages(request: Request) -> None:

@@ -10,14 +10,36 @@ set by deploy/gunicorn.conf.py) sums the workers' values.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
 from providers.adapters import UpstreamError
+from providers.selectors import DeploymentView, ModelView
 
-if TYPE_CHECKING:
-    from routing.proxy import Call
+
+class Elapsed(Protocol):
+    def elapsed_ms(self) -> float: ...
+
+
+class Finished(Protocol):
+    """What the metrics read of a finished request (gateway.call.Call is one): named
+    here, not imported, so that breakers, which report here, need not load Call."""
+
+    endpoint: str
+    model: ModelView | None
+    deployment: DeploymentView | None
+    status_code: int
+    ttft_ms: int | None
+    upstream_ms: float | None
+    usage: dict[str, Any] | None
+
+    @property
+    def request(self) -> Elapsed: ...
+
+    @property
+    def provider(self) -> str: ...
+
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
 _OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
@@ -70,11 +92,11 @@ def _status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
-def upstream_failed(call: Call, error: UpstreamError) -> None:
+def upstream_failed(call: Finished, error: UpstreamError) -> None:
     UPSTREAM_ERRORS.labels(call.provider or "none", error.kind.value).inc()
 
 
-def request_done(call: Call) -> None:
+def request_done(call: Finished) -> None:
     model = call.model.name if call.model else "other"
     provider = call.provider or "none"
     REQUESTS.labels(call.endpoint, model, provider, _status_class(call.status_code)).inc()

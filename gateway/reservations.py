@@ -26,12 +26,12 @@ from billing.holds import MAX_UNITS, AsyncHolds, BudgetSlot, Event, HoldResult, 
 from billing.journal import UsageJournal
 from billing.selectors import BudgetView, PriceBook, budget_spent, credits_balance
 from billing.usage import DRAIN_LOCK
+from gateway.errors import GatewayError
 from oneflow.lib import config_version, money, redis
 from oneflow.lib.db import in_thread
 from oneflow.lib.redis import ScriptCall, run_scripts
 from providers import tokens
 from providers.selectors import ModelView
-from routing.errors import GatewayError
 
 BUDGET_KEY_GRACE_SECONDS = 3600  # a window's counter outlives it by this much
 SEED_LOCK_SECONDS = 10  # a seeding request waits this long for the drain's batch in progress
@@ -83,7 +83,7 @@ def request_bounds(*, body: dict[str, Any], endpoint: str) -> Bounds:
     prompt = tokens.prompt_upper_bound(body)
     if endpoint == "embeddings":
         return Bounds(prompt, 0)
-    # Both factors are bounded at the edge (routing.validation: MAX_OUTPUT_TOKENS, MAX_CHOICES), so the
+    # Both factors are bounded at the edge (gateway.validation: MAX_OUTPUT_TOKENS, MAX_CHOICES), so the
     # product stays under 2**27 tokens, as the prompt bound stays under the body's size in bytes.
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     return Bounds(prompt, int(limit or settings.HOLD_DEFAULT_MAX_OUTPUT_TOKENS) * int(body.get("n") or 1))

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accounts.selectors import KeyCredentials
+from gateway import breakers, limits, strategies
+from gateway.breakers import AsyncBreakers, Outcome, Verdict
+from gateway.errors import GatewayError
+from gateway.limits import AsyncLimits, Decision, Demand
+from gateway.reservations import Bounds
 from oneflow.lib import redis
 from oneflow.lib.redis import ScriptCall
 from providers.selectors import DeploymentView, ModelView
-from routing import breakers, limits, strategies
-from routing.breakers import AsyncBreakers, Outcome, Verdict
-from routing.errors import GatewayError
-from routing.limits import AsyncLimits, Decision, Demand
-from routing.reservations import Bounds
 
 _VERDICT_HEALTH = {
     Verdict.CLOSED: "closed",

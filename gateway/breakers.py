@@ -42,8 +42,8 @@ from django.conf import settings
 from redis.asyncio import Redis as AsyncRedis
 from redis.commands.core import AsyncScript, Script
 
+from gateway import metrics
 from oneflow.lib import redis
-from routing import metrics
 
 BREAKER_TTL_SECONDS = 7 * 24 * 3600  # a deployment nobody calls any more leaves no state behind
 

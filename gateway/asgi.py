@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
+from gateway import anthropic_api, idempotency, openai_api, protocol, reservations
+from gateway.errors import GatewayError, bearer_challenge
+from gateway.protocol import ClientGone, Receive, Request, Scope, Send
 from oneflow.lib.asgi import shutdown_hooks
-from routing import anthropic_api, idempotency, openai_api, protocol, reservations
-from routing.errors import GatewayError, bearer_challenge
-from routing.protocol import ClientGone, Receive, Request, Scope, Send
 
 logger = logging.getLogger(__name__)
 

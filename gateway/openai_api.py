@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import protocol, validation
+from gateway.call import Call
+from gateway.errors import bad_request, model_not_found
+from gateway.protocol import Request, raw_key
+from gateway.proxy import admit, complete, open_stream, price_call, recorded, respond
+from gateway.snapshots import snapshots
+from gateway.streaming import forward
 from oneflow.lib import json, sse
 from providers.adapters import UpstreamError
-from routing import protocol, validation
-from routing.errors import bad_request, model_not_found
-from routing.protocol import Request
-from routing.proxy import Call, admit, complete, open_stream, price_call, raw_key, recorded, respond
-from routing.snapshots import snapshots
-from routing.streaming import forward
 
 
 async def read_json(request: Request) -> Any:

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from gateway.errors import GatewayError
 from providers.selectors import DeploymentView, ModelView
-from routing.errors import GatewayError
 
 Breaker = Literal["closed", "open", "half_open"]
 Sort = Literal["price", "latency", "throughput"]

@@ -30,12 +30,11 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from accounts.keys import raw_key_prefix
+from gateway.errors import GatewayError
+from gateway.protocol import ClientGone, Message, Request, Send, raw_key
+from gateway.snapshots import snapshots
 from oneflow.lib import json
 from oneflow.lib import redis as redis_seam
-from routing.errors import GatewayError
-from routing.protocol import ClientGone, Message, Request, Send
-from routing.proxy import raw_key
-from routing.snapshots import snapshots
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 authenticate, resolve the model, try deployments in order, count usage,
 record the usage event.
 
-Front ends (routing.openai_api, routing.anthropic_api) parse their protocol
+Front ends (gateway.openai_api, gateway.anthropic_api) parse their protocol
 into the internal OpenAI format, call ``complete`` or ``stream`` here, and
 render the result in their protocol.
 """
@@ -15,7 +15,6 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -26,18 +25,19 @@ from accounts.selectors import KeyCredentials
 from billing.holds import Event
 from billing.pricing import Terms, Tokens, cost_usd
 from billing.usage import UsageRecord, encode
+from gateway import guards, limits, metrics, protocol, reservations, strategies
+from gateway.breakers import Verdict
+from gateway.call import Call
+from gateway.errors import GatewayError, model_not_found
+from gateway.protocol import raw_key
+from gateway.snapshots import Config, snapshots
 from oneflow.lib import redis
 from oneflow.lib.db import in_thread
 from oneflow.lib.redis import ScriptCall, run_scripts
 from providers import tokens
 from providers.adapters import ErrorKind, UpstreamError, adapter_for, connection_error
-from providers.selectors import DeploymentView, ModelView
+from providers.selectors import DeploymentView
 from providers.services import credential_flag
-from routing import guards, limits, metrics, protocol, reservations, strategies
-from routing.breakers import Verdict
-from routing.errors import GatewayError, model_not_found
-from routing.protocol import Request
-from routing.snapshots import Config, snapshots
 
 logger = logging.getLogger(__name__)
 
@@ -48,68 +48,13 @@ T = TypeVar("T")
 _flagging: set[asyncio.Task[bool]] = set()
 
 
-@dataclass
-class Call:
-    """The state of one proxied request, filled in as it goes."""
-
-    request: Request
-    endpoint: str
-    key: KeyCredentials | None = None
-    model: ModelView | None = None
-    body: dict[str, Any] = field(default_factory=dict)
-    stream: bool = False
-    deployment: DeploymentView | None = None
-    attempts: int = 0
-    usage: dict[str, Any] | None = None
-    usage_source: str = "void"
-    status_code: int = 200
-    error_type: str = ""
-    ttft_ms: int | None = None
-    upstream_ms: float | None = None
-    generated: list[str] = field(default_factory=list)
-    attempt_log: list[dict[str, Any]] = field(default_factory=list)
-    preferences: strategies.Preferences = strategies.NO_PREFERENCES
-    health: dict[int, strategies.Health] = field(default_factory=dict)
-    route: str = ""
-    config: Config | None = None  # the configuration the request was admitted on
-    guards: guards.Guards | None = None  # the request's rate limits and breaker verdicts
-    client_disconnected: bool = False
-    recorded: bool = False
-    cost: Decimal | None = None  # credits, once usage is known
-    reservation: reservations.Reservation | None = None  # credits held before the upstream call
-    charged: Decimal = Decimal(0)  # what the ledger is asked to take: min(cost, hold)
-
-    @property
-    def provider(self) -> str:
-        return self.deployment.target.provider_name if self.deployment else ""
-
-    def response_headers(self) -> dict[str, str]:
-        headers = {"x-oneflow-attempts": str(self.attempts)}
-        if self.cost is not None:
-            headers["x-oneflow-cost"] = str(self.cost)
-        if self.deployment is not None:
-            headers["x-oneflow-provider"] = self.deployment.target.provider_name
-        if self.route:
-            headers["x-oneflow-route"] = self.route
-        if self.guards is not None:
-            headers.update(self.guards.headers(anthropic=self.endpoint == "messages"))
-        return headers
-
-
-def raw_key(request: Request) -> str | None:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.headers.get("x-api-key", "").strip() or None
-
-
 ADMISSIONS = 4  # judgements of one request on ever newer Configs before it gives up
 
 
 async def admit(call: Call, model_name: Any, *, kind: str) -> None:
     """Authenticates the key, resolves the model it may call and holds the credits it may cost.
 
-    The request is judged on one Config (routing.snapshots). The hold script
+    The request is judged on one Config (gateway.snapshots). The hold script
     reads the configuration version in the same step as it holds: when that
     is not the Config's version, the hold is given back and the request is
     judged again on a newer Config, so nothing admits it on configuration it

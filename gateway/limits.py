@@ -53,8 +53,8 @@ import redis.asyncio
 from redis.commands.core import AsyncScript, Script
 
 from accounts.selectors import KeyCredentials, RateLimits
+from gateway.errors import GatewayError
 from providers.selectors import DeploymentView
-from routing.errors import GatewayError
 
 # A concurrency slot lapses this long after admission unless released first:
 # longer than any request may run (billing.holds keeps its holds as long).

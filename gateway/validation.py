@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, TypeGuard
 
+from gateway.errors import GatewayError, bad_request
 from providers.translate import MAX_DEPTH, nests_deeper
-from routing.errors import GatewayError, bad_request
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 RESPONSE_FORMATS = {"text", "json_object", "json_schema"}

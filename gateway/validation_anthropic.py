@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from routing.errors import GatewayError, bad_request
-from routing.validation import MAX_OUTPUT_TOKENS, is_int, is_number, is_one_of, kind_of
+from gateway.errors import GatewayError, bad_request
+from gateway.validation import MAX_OUTPUT_TOKENS, is_int, is_number, is_one_of, kind_of
 
 ROLES = {"user", "assistant"}
 MAX_USER_ID = 256  # Anthropic's own limit on metadata.user_id
