@@ -21,14 +21,25 @@ from django_celery_beat.models import ClockedSchedule, CrontabSchedule, SolarSch
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts import selectors, services
-from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, Plan, User
+from accounts.models import ApiKey, ApiKeySecret, Membership, Organization, User
 from audit.models import AuditEntry
 from audit.services import audit_record
 from billing import services as billing_services
 from billing.models import Budget, BudgetAlert, LedgerEntry, UsageEvent, UsageRollup
 from oneflow.lib.admin import BoundedPaginator, RelatedIdFilter
-from providers.models import Credential, Deployment, ModelAccess, Provider, PublicModel
+from providers.models import Provider
 from providers.services import catalog_seed_demo
+from tests.factories import (
+    ApiKeyFactory,
+    BudgetFactory,
+    CredentialFactory,
+    CreditGrantFactory,
+    DeploymentFactory,
+    ModelAccessFactory,
+    OrganizationFactory,
+    PlanFactory,
+    UsageEventFactory,
+)
 
 PROJECT_APPS = ("audit", "accounts", "providers", "billing", "routing")
 # Project models with no admin page of their own, and why.
@@ -66,17 +77,14 @@ class Seeded:
 
 
 def usage(organization: Organization, key: ApiKey, request_id: str, status: int, ago: timedelta) -> UsageEvent:
-    return UsageEvent.objects.create(
+    return UsageEventFactory.create(
         request_id=request_id,
         organization=organization,
         api_key=key,
-        endpoint="chat",
-        public_model="gpt-4o-mini",
         provider="Simulator",
         status_code=status,
         prompt_tokens=120,
         completion_tokens=40,
-        usage_source=UsageEvent.Source.REPORTED,
         latency_ms=250,
         attempt_log=[{"deployment_id": 1, "provider": "Simulator", "status": status, "ms": 250}],
         cost=Decimal("0.5"),
@@ -90,14 +98,13 @@ def seeded(operator: User, acme: Organization, alice: User, bob: User, acme_key:
     """At least one row of every model the admin shows."""
     catalog_seed_demo()
     provider = Provider.objects.get(name="Simulator")
-    Credential.objects.create(provider=provider, name="spare", reference="env:SPARE_KEY")
-    hidden = PublicModel.objects.create(name="acme-private", is_public=False)
-    Deployment.objects.create(public_model=hidden, provider=provider, upstream_model="private")
-    ModelAccess.objects.create(public_model=hidden, organization=acme)
-    acme.plan = Plan.objects.create(name="Team", rpm=600)
+    CredentialFactory.create(provider=provider, reference="env:SPARE_KEY")
+    hidden = ModelAccessFactory.create(organization=acme).public_model  # not public: granted to Acme
+    DeploymentFactory.create(public_model=hidden, provider=provider)
+    acme.plan = PlanFactory.create(rpm=600)
     acme.save()
-    globex = services.organization_create(name="Globex", owner=bob)
-    globex_key = services.api_key_create(organization=globex, name="globex-ci", created_by=bob)
+    globex = OrganizationFactory.create(name="Globex", owner=bob)
+    globex_key = ApiKeyFactory.create(organization=globex, name="globex-ci", created_by=bob)
     services.api_key_rotate(key=acme_key.key)
 
     event = usage(acme, acme_key.key, "req_acme_ok", 200, timedelta(minutes=5))
@@ -106,9 +113,7 @@ def seeded(operator: User, acme: Organization, alice: User, bob: User, acme_key:
     globex_event = usage(globex, globex_key.key, "req_globex_ok", 200, timedelta(minutes=7))
     billing_services.usage_rollup()
 
-    billing_services.credits_grant(
-        organization=acme, amount=Decimal(100), idempotency_key="grant:acme", created_by=operator
-    )
+    CreditGrantFactory.create(organization=acme, amount=Decimal(100), created_by=operator)
     billing_services.ledger_post(
         organization=acme,
         kind=LedgerEntry.Kind.CHARGE,
@@ -116,11 +121,9 @@ def seeded(operator: User, acme: Organization, alice: User, bob: User, acme_key:
         idempotency_key="usage:req_acme_ok",
         request_id="req_acme_ok",
     )
-    billing_services.credits_grant(organization=globex, amount=Decimal(5), idempotency_key="grant:globex")
-    billing_services.budget_create(organization=acme, period=Budget.Period.DAILY, limit=Decimal(1))
-    billing_services.budget_create(
-        organization=acme, period=Budget.Period.MONTHLY, limit=Decimal(50), api_key=acme_key.key
-    )
+    CreditGrantFactory.create(organization=globex, amount=Decimal(5))
+    BudgetFactory.create(organization=acme, period=Budget.Period.DAILY, limit=Decimal(1))
+    BudgetFactory.create(organization=acme, period=Budget.Period.MONTHLY, limit=Decimal(50), api_key=acme_key.key)
     # Checked just after the event, so that it falls in the budget's current day whenever this runs.
     just_after = event.created_at + timedelta(seconds=1)
     assert billing_services.budget_alerts_check(organization_ids=[acme.pk], now=just_after), "half the day's budget"

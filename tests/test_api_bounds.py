@@ -9,6 +9,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Organization, User
+from tests.factories import MembershipFactory
 
 DEEP = 100_000
 
@@ -101,7 +102,7 @@ def test_a_person_owns_at_most_the_configured_number_of_organizations(
     as_carol: APIClient, carol: User, acme: Organization, settings: Any
 ) -> None:
     settings.MAX_ORGANIZATIONS_PER_USER = 2
-    Membership.objects.create(organization=acme, user=carol, role=Membership.Role.ADMIN)
+    MembershipFactory.create(organization=acme, user=carol, role=Membership.Role.ADMIN)
     assert as_carol.post("/api/organizations", {"name": "One"}, format="json").status_code == 201
     assert as_carol.post("/api/organizations", {"name": "Two"}, format="json").status_code == 201, (
         "being a member elsewhere does not count"

@@ -29,6 +29,7 @@ from billing.models import LedgerEntry, Price
 from gateway import breakers
 from providers.models import Credential, Deployment, Provider
 from providers.services import catalog_seed_demo
+from tests.factories import CreditGrantFactory, OperatorFactory, ProviderFactory
 from tests.providers.test_routing_config import public_model_form as base_public_model_form
 
 Action = AuditEntry.Action
@@ -58,7 +59,7 @@ def changelist(label: str) -> str:
 
 
 def charged(organization: Organization, request_id: str, amount: str) -> LedgerEntry:
-    billing_services.credits_grant(organization=organization, amount=Decimal(100), idempotency_key=f"g:{request_id}")
+    CreditGrantFactory.create(organization=organization, amount=Decimal(100))
     return billing_services.ledger_post(
         organization=organization,
         kind=LedgerEntry.Kind.CHARGE,
@@ -230,7 +231,7 @@ def public_model_form(**fields: Any) -> dict[str, Any]:
 
 
 def test_inline_rows_are_recorded_as_their_own_rows(as_operator: Client, operator: User) -> None:
-    provider = Provider.objects.create(name="Sim", kind=Provider.Kind.SIMULATOR)
+    provider = ProviderFactory.create()
     inline = {"deployments-0-provider": provider.pk, "deployments-0-weight": "100"}
     form = public_model_form(**inline, **{"deployments-INITIAL_FORMS": "0"})
     assert as_operator.post(reverse("admin:providers_publicmodel_add"), form).status_code == 302
@@ -260,7 +261,7 @@ def stored_text() -> str:
 
 
 def test_a_credential_s_secret_is_recorded_as_changed_never_stored(as_operator: Client, operator: User) -> None:
-    provider = Provider.objects.create(name="OpenAI", kind=Provider.Kind.OPENAI, base_url="https://api.openai.com/v1")
+    provider = ProviderFactory.create(kind=Provider.Kind.OPENAI, base_url="https://api.openai.com/v1")
     fields = {"provider": provider.pk, "name": "main", "reference": "", "status": "active", "status_reason": ""}
     assert as_operator.post(reverse("admin:providers_credential_add"), {**fields, "secret": SECRET}).status_code == 302
     credential = Credential.objects.get()
@@ -367,7 +368,7 @@ def test_a_password_set_by_staff_is_recorded_as_changed(as_operator: Client, ope
 
 
 def test_the_actor_s_email_outlives_the_actor(acme: Organization) -> None:
-    former = User.objects.create_superuser("former@oneflow.local", "operator password 123")
+    former = OperatorFactory.create(email="former@oneflow.local")
     audit_record(actor=former, action=Action.CHANGE, obj=acme)
     former.delete()
     entry = AuditEntry.objects.get()

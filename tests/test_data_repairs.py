@@ -12,7 +12,7 @@ from django.apps import apps
 from accounts.keys import GRACE_MAX
 from accounts.models import Organization
 from billing.models import CREDITS_MAX, Budget
-from billing.services import budget_create
+from tests.factories import BudgetFactory
 
 
 def run(migration: str) -> None:
@@ -20,8 +20,8 @@ def run(migration: str) -> None:
 
 
 def test_a_budget_limit_past_the_bound_becomes_the_bound(acme: Organization) -> None:
-    budget_create(organization=acme, period="daily", limit=Decimal(5))
-    budget_create(organization=acme, period="weekly", limit=Decimal(7))
+    BudgetFactory.create(organization=acme, period="daily")
+    BudgetFactory.create(organization=acme, period="weekly", limit=Decimal(7))
     Budget.objects.filter(period="daily").update(limit=Decimal("9999999999999999999999999999"))
 
     run("billing.migrations.0014_clamp_out_of_bound_budgets")

@@ -16,12 +16,10 @@ from oneflow.celery import embedded_beat_start, embedded_beat_stop
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_embedded_beat_runs_the_key_expiry_job() -> None:
+def test_the_embedded_beat_runs_the_key_expiry_job(acme_key: services.IssuedSecret) -> None:
     if not celery_app.conf.task_always_eager:
         pytest.skip("embedded mode only (no broker configured)")
-    alice = services.user_create(email="alice@example.com", password="correct horse battery staple")
-    acme = services.organization_create(name="Acme", owner=alice)
-    old = services.api_key_create(organization=acme, name="prod", created_by=alice)
+    old = acme_key
     services.api_key_rotate(key=old.key, grace_period=timedelta(hours=1))
     ApiKeySecret.objects.filter(pk=old.secret.pk).update(valid_until=timezone.now() - timedelta(seconds=1))
     every_second, _ = IntervalSchedule.objects.get_or_create(every=1, period="seconds")

@@ -31,10 +31,9 @@ def assert_openai_401(reply) -> None:
 
 
 @pytest.fixture
-def key(live_asgi: LiveAsgiServer) -> services.IssuedSecret:
-    alice = services.user_create(email="alice@example.com", password="correct horse battery staple")
-    acme = services.organization_create(name="Acme", owner=alice)
-    return services.api_key_create(organization=acme, name="ci", created_by=alice)
+def key(live_asgi: LiveAsgiServer, acme_key: services.IssuedSecret) -> services.IssuedSecret:
+    """Acme's key, committed where the live server reads it."""
+    return acme_key
 
 
 def test_a_valid_key_is_accepted_as_bearer_or_x_api_key(live_asgi: LiveAsgiServer, key: services.IssuedSecret) -> None:

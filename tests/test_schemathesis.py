@@ -12,7 +12,6 @@ Nothing is fetched from outside: the schema comes from the live server.
 from __future__ import annotations
 
 from collections import Counter
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -21,11 +20,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from accounts import services
 from accounts.models import Membership, Organization, User
 from accounts.tokens import RefreshToken
-from billing import services as billing_services
 from tests.conftest import LiveAsgiServer
+from tests.factories import ApiKeyFactory, BudgetFactory
 
 EXAMPLES_PER_OPERATION = 15
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
@@ -34,8 +32,8 @@ CHECKS = [not_a_server_error, response_schema_conformance, content_type_conforma
 def real_ids(acme: Organization, alice: User, bob: User) -> dict[str, Any]:
     """Ids of rows that exist, swapped into half the generated paths so requests reach the
     views' real work, not only their 404s."""
-    key = services.api_key_create(organization=acme, name="schemathesis", created_by=alice)
-    budget = billing_services.budget_create(organization=acme, period="monthly", limit=Decimal(10))
+    key = ApiKeyFactory.create(organization=acme, created_by=alice)
+    budget = BudgetFactory.create(organization=acme)
     return {
         "org_id": acme.pk,
         "member_id": Membership.objects.get(organization=acme, user=bob).pk,

@@ -10,8 +10,9 @@ import time_machine
 from django.db import connection
 
 from accounts import selectors, services
-from accounts.models import ApiKeySecret, Organization, User
+from accounts.models import ApiKeySecret, Organization
 from oneflow.lib.errors import Conflict
+from tests.factories import ApiKeyFactory
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -50,9 +51,9 @@ def test_it_refuses_a_right_prefix_with_a_wrong_secret(acme_key: services.Issued
     assert not authenticates(tampered)
 
 
-def test_a_rotated_key_works_until_its_grace_ends_and_stops_the_second_after(acme: Organization, alice: User) -> None:
+def test_a_rotated_key_works_until_its_grace_ends_and_stops_the_second_after(acme: Organization) -> None:
     with time_machine.travel(T0, tick=False):
-        old = services.api_key_create(organization=acme, name="prod", created_by=alice)
+        old = ApiKeyFactory.create(organization=acme)
         new = services.api_key_rotate(key=old.key)
 
     grace_end = T0 + timedelta(days=7)
@@ -64,15 +65,13 @@ def test_a_rotated_key_works_until_its_grace_ends_and_stops_the_second_after(acm
     assert authenticates(new.raw, grace_end + timedelta(days=365))
 
 
-def test_the_grace_period_comes_from_the_key_then_the_organization(acme: Organization, alice: User) -> None:
+def test_the_grace_period_comes_from_the_key_then_the_organization(acme: Organization) -> None:
     acme.api_key_grace_period = timedelta(hours=2)
     acme.save()
     with time_machine.travel(T0, tick=False):
-        org_default = services.api_key_create(organization=acme, name="a", created_by=alice)
+        org_default = ApiKeyFactory.create(organization=acme)
         services.api_key_rotate(key=org_default.key)
-        per_key = services.api_key_create(
-            organization=acme, name="b", created_by=alice, grace_period=timedelta(minutes=5)
-        )
+        per_key = ApiKeyFactory.create(organization=acme, grace_period=timedelta(minutes=5))
         services.api_key_rotate(key=per_key.key)
 
     assert authenticates(org_default.raw, T0 + timedelta(hours=2) - timedelta(seconds=1))
@@ -81,9 +80,9 @@ def test_the_grace_period_comes_from_the_key_then_the_organization(acme: Organiz
     assert not authenticates(per_key.raw, T0 + timedelta(minutes=5))
 
 
-def test_rotating_twice_keeps_the_chain_and_every_deadline(acme: Organization, alice: User) -> None:
+def test_rotating_twice_keeps_the_chain_and_every_deadline(acme: Organization) -> None:
     with time_machine.travel(T0, tick=False):
-        first = services.api_key_create(organization=acme, name="prod", created_by=alice)
+        first = ApiKeyFactory.create(organization=acme)
     with time_machine.travel(T0 + timedelta(days=1), tick=False):
         second = services.api_key_rotate(key=first.key)
     with time_machine.travel(T0 + timedelta(days=2), tick=False):
@@ -102,8 +101,8 @@ def test_rotating_twice_keeps_the_chain_and_every_deadline(acme: Organization, a
     assert ApiKeySecret.objects.filter(key=first.key, valid_until__isnull=True).count() == 1
 
 
-def test_revoking_stops_every_secret_at_once(acme: Organization, alice: User) -> None:
-    old = services.api_key_create(organization=acme, name="prod", created_by=alice)
+def test_revoking_stops_every_secret_at_once(acme_key: services.IssuedSecret) -> None:
+    old = acme_key
     new = services.api_key_rotate(key=old.key)
     services.api_key_revoke(key=old.key)
 
@@ -113,11 +112,9 @@ def test_revoking_stops_every_secret_at_once(acme: Organization, alice: User) ->
         services.api_key_rotate(key=old.key)
 
 
-def test_an_expired_key_stops_at_its_expiry(acme: Organization, alice: User) -> None:
+def test_an_expired_key_stops_at_its_expiry(acme: Organization) -> None:
     with time_machine.travel(T0, tick=False):
-        issued = services.api_key_create(
-            organization=acme, name="temp", created_by=alice, expires_at=T0 + timedelta(hours=1)
-        )
+        issued = ApiKeyFactory.create(organization=acme, expires_at=T0 + timedelta(hours=1))
     assert authenticates(issued.raw, T0 + timedelta(minutes=59))
     assert not authenticates(issued.raw, T0 + timedelta(hours=1))
 
@@ -136,10 +133,10 @@ def test_a_scheduled_rotation_can_be_revealed_once(acme_key: services.IssuedSecr
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_rotations_leave_exactly_one_current_secret(live_services: None) -> None:
-    alice = services.user_create(email="alice@example.com", password="correct horse battery staple")
-    acme = services.organization_create(name="Acme", owner=alice)
-    issued = services.api_key_create(organization=acme, name="prod", created_by=alice)
+def test_concurrent_rotations_leave_exactly_one_current_secret(
+    live_services: None, acme_key: services.IssuedSecret
+) -> None:
+    issued = acme_key
     barrier = threading.Barrier(8)
     errors: list[BaseException] = []
 

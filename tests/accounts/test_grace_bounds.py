@@ -15,7 +15,8 @@ from rest_framework.test import APIClient
 from accounts import selectors, services, tasks
 from accounts.admin import GatewayConfigForm
 from accounts.keys import GRACE_MAX_SECONDS, LIMIT_MAX, ROTATION_INTERVAL_MAX_DAYS
-from accounts.models import ApiKey, ApiKeySecret, Organization, Plan, User
+from accounts.models import ApiKey, ApiKeySecret, Organization, Plan
+from tests.factories import ApiKeyFactory, OrganizationFactory
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -84,14 +85,14 @@ def test_the_admin_accepts_the_bounds_themselves(db: None) -> None:
 
 
 def test_a_bad_row_of_organization_b_does_not_stop_the_key_jobs_for_a(
-    acme: Organization, alice: User, carol: User, caplog: pytest.LogCaptureFixture
+    acme: Organization, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bad_org = services.organization_create(name="Broken", owner=carol)
+    bad_org = OrganizationFactory.create(name="Broken")
     with time_machine.travel(T0, tick=False):
-        a_due = services.api_key_create(organization=acme, name="a", created_by=alice, rotation_interval_days=1)
-        a_rotated = services.api_key_create(organization=acme, name="a2", created_by=alice)
+        a_due = ApiKeyFactory.create(organization=acme, rotation_interval_days=1)
+        a_rotated = ApiKeyFactory.create(organization=acme)
         a_old = services.api_key_rotate(key=a_rotated.key, grace_period=timedelta(hours=1))
-        b_due = services.api_key_create(organization=bad_org, name="b", created_by=carol, rotation_interval_days=1)
+        b_due = ApiKeyFactory.create(organization=bad_org, rotation_interval_days=1)
     # Written around every validation, as an old row or a direct database edit could be.
     Organization.objects.filter(pk=bad_org.pk).update(api_key_grace_period=timedelta(seconds=10**12))
     # B's key comes first in the job's order.

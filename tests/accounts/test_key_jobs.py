@@ -9,15 +9,16 @@ import time_machine
 from django.utils import timezone
 
 from accounts import selectors, services, tasks
-from accounts.models import ApiKey, ApiKeySecret, Organization, User
+from accounts.models import ApiKey, ApiKeySecret, Organization
 from oneflow.celery import app as celery_app
+from tests.factories import ApiKeyFactory
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
-def test_the_expiry_job_revokes_secrets_whose_grace_ended(acme: Organization, alice: User) -> None:
+def test_the_expiry_job_revokes_secrets_whose_grace_ended(acme: Organization) -> None:
     with time_machine.travel(T0, tick=False):
-        old = services.api_key_create(organization=acme, name="prod", created_by=alice)
+        old = ApiKeyFactory.create(organization=acme)
         new = services.api_key_rotate(key=old.key)
 
     with time_machine.travel(T0 + timedelta(days=7) - timedelta(seconds=1), tick=False):
@@ -33,10 +34,10 @@ def test_the_expiry_job_revokes_secrets_whose_grace_ended(acme: Organization, al
     assert revoked.revoked_at == T0 + timedelta(days=7)
 
 
-def test_the_rotation_job_rotates_keys_whose_policy_is_due(acme: Organization, alice: User) -> None:
+def test_the_rotation_job_rotates_keys_whose_policy_is_due(acme: Organization) -> None:
     with time_machine.travel(T0, tick=False):
-        due = services.api_key_create(organization=acme, name="rotating", created_by=alice, rotation_interval_days=30)
-        manual = services.api_key_create(organization=acme, name="manual", created_by=alice)
+        due = ApiKeyFactory.create(organization=acme, rotation_interval_days=30)
+        manual = ApiKeyFactory.create(organization=acme)
 
     with time_machine.travel(T0 + timedelta(days=30) - timedelta(seconds=1), tick=False):
         assert tasks.rotate_due_api_keys.apply().get() == 0
@@ -66,10 +67,8 @@ def test_the_beat_schedule_is_seeded_and_editable(db: None) -> None:
     assert set(tasks_by_name) <= set(celery_app.tasks)
 
 
-def test_a_real_worker_revokes_secrets_past_their_grace(celery_worker: None) -> None:
-    alice = services.user_create(email="alice@example.com", password="correct horse battery staple")
-    acme = services.organization_create(name="Acme", owner=alice)
-    old = services.api_key_create(organization=acme, name="prod", created_by=alice)
+def test_a_real_worker_revokes_secrets_past_their_grace(celery_worker: None, acme_key: services.IssuedSecret) -> None:
+    old = acme_key
     new = services.api_key_rotate(key=old.key, grace_period=timedelta(hours=1))
     # The grace period ended a second ago.
     ApiKeySecret.objects.filter(pk=old.secret.pk).update(valid_until=timezone.now() - timedelta(seconds=1))

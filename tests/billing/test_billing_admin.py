@@ -24,7 +24,6 @@ from billing.models import LedgerEntry, Price
 from billing.price_imports import PriceRowsInvalid
 from billing.services import (
     billing_account,
-    credits_grant,
     ledger_post,
     ledger_reconcile,
     prices_import,
@@ -32,6 +31,7 @@ from billing.services import (
 )
 from oneflow.lib import config_version, redis
 from oneflow.lib.errors import Conflict, ServiceError
+from tests.factories import CreditGrantFactory, OrganizationFactory, UserFactory
 
 PRICES_JSON = Path(__file__).resolve().parents[2] / "billing" / "data" / "prices.json"
 IMPORT_URL = "admin:billing_price_import"
@@ -39,14 +39,14 @@ IMPORT_URL = "admin:billing_price_import"
 
 def staff_with(*codenames: str) -> User:
     """A staff member who holds only the named billing permissions."""
-    user = User.objects.create_user("staff@oneflow.local", "staff password 123", is_staff=True)
+    user = UserFactory.create(is_staff=True)
     user.user_permissions.set(Permission.objects.filter(content_type__app_label="billing", codename__in=codenames))
     return user
 
 
 def charged(organization: Organization, request_id: str, amount: str) -> LedgerEntry:
     """A request charged as the usage drain charges it, on a balance that covers it."""
-    credits_grant(organization=organization, amount=Decimal(100), idempotency_key=f"grant-for-{request_id}")
+    CreditGrantFactory.create(organization=organization, amount=Decimal(100))
     return ledger_post(
         organization=organization,
         kind=LedgerEntry.Kind.CHARGE,
@@ -131,7 +131,7 @@ def test_it_never_refunds_more_than_was_charged(acme: Organization) -> None:
 
 def test_it_refuses_requests_never_charged_and_amounts_that_are_not_positive(acme: Organization) -> None:
     charged(acme, "req_1", "30")
-    other = Organization.objects.create(name="Other", slug="other")
+    other = OrganizationFactory.create()
 
     for organization, request_id in ((acme, "req_unknown"), (other, "req_1")):
         with pytest.raises(ServiceError) as never_charged:

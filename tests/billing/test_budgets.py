@@ -5,7 +5,6 @@ owners and admins change them."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,7 +19,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
-from accounts import services as accounts_services
 from accounts.models import ApiKey, Membership, Organization, User
 from accounts.services import IssuedSecret
 from billing import services as billing_services
@@ -29,7 +27,7 @@ from billing.models import Budget, BudgetAlert, UsageEvent
 from billing.selectors import BudgetView, budget_book, budget_spent
 from oneflow.lib import config_version, redis
 from oneflow.lib.errors import Conflict, InvalidInput
-from tests.conftest import PASSWORD
+from tests.factories import ApiKeyFactory, BudgetFactory, MembershipFactory, OrganizationFactory, UsageEventFactory
 
 PARIS = "Europe/Paris"
 
@@ -84,34 +82,22 @@ NOW = datetime(2026, 11, 28, 10, 30, tzinfo=UTC)  # November's window: [1 Nov, 1
 
 @pytest.fixture
 def globex(carol: User) -> Organization:
-    return accounts_services.organization_create(name="Globex", owner=carol)
+    return OrganizationFactory.create(name="Globex", owner=carol)
 
 
 @pytest.fixture
-def globex_key(globex: Organization, carol: User) -> ApiKey:
-    return accounts_services.api_key_create(organization=globex, name="globex ci", created_by=carol).key
+def globex_key(globex: Organization) -> ApiKey:
+    return ApiKeyFactory.create(organization=globex).key
 
 
 def spend(organization: Organization, amount: str, at: datetime, *, key: ApiKey | None = None) -> UsageEvent:
-    return UsageEvent.objects.create(
-        request_id=f"req_{uuid.uuid4().hex}",
-        organization=organization,
-        api_key=key,
-        endpoint="chat",
-        public_model="gpt-4o-mini",
-        status_code=200,
-        usage_source="reported",
-        latency_ms=20,
-        cost=Decimal(amount),
-        charged=Decimal(amount),
-        created_at=at,
+    return UsageEventFactory.create(
+        organization=organization, api_key=key, cost=Decimal(amount), charged=Decimal(amount), created_at=at
     )
 
 
 def budget(organization: Organization, limit: str = "100", **fields: Any) -> Budget:
-    return billing_services.budget_create(
-        organization=organization, limit=Decimal(limit), **{"period": "monthly", **fields}
-    )
+    return BudgetFactory.create(organization=organization, limit=Decimal(limit), **fields)
 
 
 def config_version_now() -> int:
@@ -193,7 +179,7 @@ def test_budget_book_has_the_org_and_key_budgets_that_are_enabled(
     globex = globex_key.organization
     acme.time_zone = PARIS
     acme.save()
-    other_key = accounts_services.api_key_create(organization=acme, name="other", created_by=None).key
+    other_key = ApiKeyFactory.create(organization=acme).key
     org_monthly = budget(acme, "100", alert_thresholds=[90])
     budget(acme, period="weekly", enabled=False)
     key_daily = budget(acme, "5", period="daily", api_key=acme_key.key)
@@ -217,10 +203,10 @@ def test_budget_book_has_the_org_and_key_budgets_that_are_enabled(
 
 
 def test_budget_spent_sums_the_window_and_the_scope_only(
-    acme: Organization, acme_key: IssuedSecret, alice: User, globex: Organization
+    acme: Organization, acme_key: IssuedSecret, globex: Organization
 ) -> None:
     key = acme_key.key
-    other_key = accounts_services.api_key_create(organization=acme, name="other", created_by=alice).key
+    other_key = ApiKeyFactory.create(organization=acme).key
     start, end = budget_window("monthly", time_zone="UTC", moment=NOW)
     spend(acme, "1.5", start, key=key)  # the first moment of the window counts
     spend(acme, "2", NOW, key=other_key)
@@ -241,8 +227,7 @@ def test_budget_spent_sums_the_window_and_the_scope_only(
 def test_alerts_fire_once_per_threshold_and_email_the_owners_only(
     acme: Organization, alice: User, mailoutbox: list[Any]
 ) -> None:
-    admin_user = accounts_services.user_create(email="dana@example.com", password=PASSWORD)
-    Membership.objects.create(organization=acme, user=admin_user, role=Membership.Role.ADMIN)
+    MembershipFactory.create(organization=acme, user__email="dana@example.com", role=Membership.Role.ADMIN)
     monthly = budget(acme, "100")
     spend(acme, "49.99", NOW - timedelta(days=1))
     assert billing_services.budget_alerts_check(organization_ids=[acme.pk], now=NOW) == []
@@ -317,21 +302,20 @@ def test_a_new_window_alerts_again(acme: Organization, mailoutbox: list[Any]) ->
 
 
 def test_the_admin_lists_budgets_and_saving_one_advances_the_config_version(
-    client: Client, acme: Organization, django_capture_on_commit_callbacks: Any
+    as_operator: Client, acme: Organization, django_capture_on_commit_callbacks: Any
 ) -> None:
-    client.force_login(User.objects.create_superuser("ops@oneflow.local", "operator password 123"))
     before = config_version_now()
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(
+        response = as_operator.post(
             reverse("admin:billing_budget_add"),
             {"organization": acme.pk, "period": "weekly", "limit": "12.5", "alert_thresholds": "75", "enabled": "on"},
         )
     assert response.status_code == 302, response.content
     assert Budget.objects.get().thresholds == (75,)
     assert config_version_now() == before + 1
-    assert client.get(reverse("admin:billing_budget_changelist"), {"q": "acme"}).status_code == 200
+    assert as_operator.get(reverse("admin:billing_budget_changelist"), {"q": "acme"}).status_code == 200
     billing_services.budget_alerts_check(organization_ids=[acme.pk])
-    assert client.get(reverse("admin:billing_budgetalert_changelist")).status_code == 200
+    assert as_operator.get(reverse("admin:billing_budgetalert_changelist")).status_code == 200
 
 
 # The REST API.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
 from decimal import Decimal
 
@@ -16,21 +15,16 @@ from accounts.models import Organization
 from billing.models import BillingAccount, LedgerEntry
 from billing.services import InsufficientCredits, billing_account, credits_grant, ledger_post, ledger_reconcile
 from oneflow.lib.errors import Conflict
+from tests.factories import CreditGrantFactory, OrganizationFactory
 
-_orgs = itertools.count()
 amounts = st.decimals(min_value=Decimal("0.0000000001"), max_value=Decimal(1000), places=10)
 operations = st.lists(st.tuples(st.sampled_from(["grant", "charge", "refund"]), amounts), max_size=25)
-
-
-def new_org() -> Organization:
-    number = next(_orgs)
-    return Organization.objects.create(name=f"Org {number}", slug=f"org-{number}")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=operations)
 def test_the_balance_equals_the_ledger_sum_after_any_sequence(db: None, ops: list[tuple[str, Decimal]]) -> None:
-    organization = new_org()
+    organization = OrganizationFactory.create()
     for index, (kind, amount) in enumerate(ops):
         signed = -amount if kind == "charge" else amount
         key = f"{organization.pk}:{index}"
@@ -67,8 +61,8 @@ def test_the_database_refuses_a_negative_balance(acme: Organization) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_charges_never_overspend(live_services: None) -> None:
-    organization = new_org()
-    credits_grant(organization=organization, amount=Decimal("10"), idempotency_key="grant")
+    organization = OrganizationFactory.create()
+    CreditGrantFactory.create(organization=organization, amount=Decimal(10))
     barrier = threading.Barrier(20)
     outcomes: list[str] = []
 
@@ -94,22 +88,19 @@ def test_concurrent_charges_never_overspend(live_services: None) -> None:
 
 
 def test_an_operator_grants_credits_once_in_the_admin(
-    client, acme: Organization, django_capture_on_commit_callbacks
+    as_operator, acme: Organization, django_capture_on_commit_callbacks
 ) -> None:
     from django.urls import reverse
 
-    from accounts.models import User
-
-    client.force_login(User.objects.create_superuser("ops@oneflow.local", "operator password 123"))
     account = billing_account(organization=acme)
     url = reverse("admin:billing_billingaccount_change", args=[account.pk])
     form = {"markup": "1.0000", "grant": "25.50", "note": "welcome", "grant_key": "admin-grant:fixed"}
     for _ in range(2):  # a double submit
         with django_capture_on_commit_callbacks(execute=True):
-            assert client.post(url, form).status_code == 302
+            assert as_operator.post(url, form).status_code == 302
     account.refresh_from_db()
     assert account.balance == Decimal("25.5")
     [entry] = LedgerEntry.objects.all()
     assert (entry.kind, entry.note, str(entry.created_by)) == ("grant", "welcome", "ops@oneflow.local")
-    page = client.get(url).content.decode()
+    page = as_operator.get(url).content.decode()
     assert "25.50" in page

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 
 from billing.models import Price
 from billing.selectors import price_at
+from tests.factories import PriceFactory
 
 CHANGE = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -28,13 +29,7 @@ def test_the_catalog_is_seeded_with_list_prices(db: None) -> None:
 
 
 def test_a_scheduled_price_applies_exactly_from_its_time(db: None) -> None:
-    Price.objects.create(
-        public_model="gpt-4o-mini",
-        effective_from=CHANGE,
-        input_per_1m=Decimal("0.20"),
-        cached_input_per_1m=Decimal("0.10"),
-        output_per_1m=Decimal("0.80"),
-    )
+    PriceFactory.create(public_model="gpt-4o-mini", effective_from=CHANGE, input_per_1m=Decimal("0.20"))
     before = price_at(public_model="gpt-4o-mini", moment=CHANGE - timedelta(microseconds=1))
     at = price_at(public_model="gpt-4o-mini", moment=CHANGE)
     assert before is not None
@@ -49,13 +44,7 @@ def test_a_model_without_a_price_has_none(db: None) -> None:
 
 def test_negative_prices_and_two_versions_at_one_moment_are_refused(db: None) -> None:
     with pytest.raises(IntegrityError), transaction.atomic():
-        Price.objects.create(
-            public_model="x", input_per_1m=Decimal(-1), cached_input_per_1m=Decimal(0), output_per_1m=Decimal(0)
-        )
-    Price.objects.create(
-        public_model="y", effective_from=CHANGE, input_per_1m=1, cached_input_per_1m=1, output_per_1m=1
-    )
+        PriceFactory.create(public_model="x", input_per_1m=Decimal(-1))
+    PriceFactory.create(public_model="y", effective_from=CHANGE)
     with pytest.raises(IntegrityError), transaction.atomic():
-        Price.objects.create(
-            public_model="y", effective_from=CHANGE, input_per_1m=2, cached_input_per_1m=2, output_per_1m=2
-        )
+        PriceFactory.create(public_model="y", effective_from=CHANGE, input_per_1m=Decimal(2))

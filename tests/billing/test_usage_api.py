@@ -9,40 +9,28 @@ from decimal import Decimal
 
 from rest_framework.test import APIClient
 
-from accounts import services as accounts_services
-from accounts.models import Organization, User
+from accounts.models import Organization
 from billing.models import BillingAccount, UsageEvent, UsageRollup
 from billing.services import (
-    credits_grant,
     ledger_post,
     ledger_reconcile_all,
     usage_retention_apply,
     usage_rollup,
 )
+from tests.factories import ApiKeyFactory, CreditGrantFactory, UsageEventFactory
 
 NOW = datetime(2026, 11, 28, 10, 30, tzinfo=UTC)
 
 
 def event(organization: Organization, number: int, at: datetime, **fields: object) -> UsageEvent:
-    defaults: dict[str, object] = {
-        "request_id": f"req_{number}",
-        "organization": organization,
-        "endpoint": "chat",
-        "public_model": "gpt-4o-mini",
-        "provider": "OpenAI",
-        "status_code": 200,
-        "prompt_tokens": 100,
-        "completion_tokens": 10,
-        "usage_source": "reported",
-        "latency_ms": 20,
-        "cost": Decimal("0.001"),
-        "created_at": at,
-    }
-    return UsageEvent.objects.create(**{**defaults, **fields})
+    defaults = {"provider": "OpenAI", "prompt_tokens": 100, "completion_tokens": 10, "cost": Decimal("0.001")}
+    return UsageEventFactory.create(
+        request_id=f"req_{number}", organization=organization, created_at=at, **{**defaults, **fields}
+    )
 
 
-def test_rollups_sum_hours_and_days_and_can_run_again(acme: Organization, alice: User) -> None:
-    key = accounts_services.api_key_create(organization=acme, name="k", created_by=alice).key
+def test_rollups_sum_hours_and_days_and_can_run_again(acme: Organization) -> None:
+    key = ApiKeyFactory.create(organization=acme).key
     event(acme, 1, NOW - timedelta(minutes=50), api_key=key)
     event(acme, 2, NOW - timedelta(minutes=20), api_key=key, status_code=502, completion_tokens=0)
     event(acme, 3, NOW - timedelta(minutes=5), api_key=key, public_model="claude-sonnet-4", provider="Anthropic")
@@ -85,7 +73,7 @@ def test_usage_by_model_and_csv(as_alice: APIClient, acme: Organization) -> None
 
 
 def test_balance_and_statement(as_alice: APIClient, as_carol: APIClient, acme: Organization) -> None:
-    credits_grant(organization=acme, amount=Decimal("10.005"), idempotency_key="g1")
+    CreditGrantFactory.create(organization=acme, amount=Decimal("10.005"))
     ledger_post(organization=acme, kind="charge", amount=Decimal("-0.5"), idempotency_key="c1", request_id="req_9")
 
     balance = as_alice.get(f"/api/organizations/{acme.pk}/billing/balance").json()
@@ -109,7 +97,7 @@ def test_retention_drops_only_raw_events_past_the_window(acme: Organization, set
 
 
 def test_reconciliation_reports_a_balance_that_is_not_its_ledger_sum(acme: Organization) -> None:
-    credits_grant(organization=acme, amount=Decimal(5), idempotency_key="g")
+    CreditGrantFactory.create(organization=acme, amount=Decimal(5))
     assert ledger_reconcile_all() == []
     BillingAccount.objects.filter(organization=acme).update(balance=Decimal(6))
     assert ledger_reconcile_all() == [acme.pk]

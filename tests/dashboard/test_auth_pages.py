@@ -10,10 +10,10 @@ import time_machine
 from django.core import mail
 from django.test import Client, override_settings
 
-from accounts import services
 from accounts.models import Membership, Organization, User
 from accounts.views import SESSION_ORGANIZATION
 from tests.conftest import PASSWORD
+from tests.factories import OrganizationFactory
 
 MID_MINUTE = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
 
@@ -108,13 +108,13 @@ def test_it_sends_no_reset_email_for_an_unknown_address(client: Client, db: None
 
 @pytest.fixture
 def globex(alice: User) -> Organization:
-    return services.organization_create(name="Globex", owner=alice)
+    return OrganizationFactory.create(name="Globex", owner=alice)
 
 
 def test_the_switcher_offers_only_the_users_organizations(
     alice_browser: Client, acme: Organization, globex: Organization, carol: User
 ) -> None:
-    services.organization_create(name="Initech", owner=carol)
+    OrganizationFactory.create(name="Initech", owner=carol)
     page = alice_browser.get("/dashboard/").content.decode()
     options = re.findall(r'<option value="(\d+)"', page)
     assert sorted(int(o) for o in options) == sorted([acme.pk, globex.pk])
@@ -132,7 +132,7 @@ def test_it_switches_to_another_own_organization_and_back(
 
 
 def test_it_refuses_to_switch_into_someone_elses_organization(alice_browser: Client, acme: Organization, carol: User):
-    initech = services.organization_create(name="Initech", owner=carol)
+    initech = OrganizationFactory.create(name="Initech", owner=carol)
     response = alice_browser.post("/dashboard/organization", {"organization": initech.pk})
     assert response.status_code == 404
     assert alice_browser.session.get(SESSION_ORGANIZATION) != initech.pk

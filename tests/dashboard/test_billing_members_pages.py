@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -14,56 +13,48 @@ from django.utils import timezone
 from accounts import services as account_services
 from accounts.models import ApiKey, Membership, Organization, User
 from billing import services as billing_services
-from billing.models import Budget, BudgetAlert, Price, UsageEvent
+from billing.models import Budget, BudgetAlert, UsageEvent
 from billing.views_billing import BUDGETS_SHOWN
 from tests.dashboard.conftest import asset_urls, is_same_origin
+from tests.factories import (
+    ApiKeyFactory,
+    BudgetFactory,
+    CreditGrantFactory,
+    MembershipFactory,
+    PriceFactory,
+    UsageEventFactory,
+)
 
 PAGES = ["/dashboard/billing", "/dashboard/members"]
 
 
 def spend(organization: Organization, amount: str, *, key: ApiKey | None = None) -> UsageEvent:
-    return UsageEvent.objects.create(
-        request_id=f"req_{uuid.uuid4().hex}",
-        organization=organization,
-        api_key=key,
-        endpoint="chat",
-        public_model="gpt-4o",
-        status_code=200,
-        usage_source="reported",
-        latency_ms=20,
-        cost=Decimal(amount),
-        charged=Decimal(amount),
-        created_at=timezone.now(),
+    return UsageEventFactory.create(
+        organization=organization, api_key=key, public_model="gpt-4o", cost=Decimal(amount), charged=Decimal(amount)
     )
 
 
 def grant(organization: Organization, amount: str) -> None:
-    billing_services.credits_grant(organization=organization, amount=Decimal(amount), idempotency_key=uuid.uuid4().hex)
+    CreditGrantFactory.create(organization=organization, amount=Decimal(amount))
 
 
 @pytest.fixture
 def priced(settings) -> None:
     settings.CREDITS_PER_USD = Decimal(1)
     past = timezone.now() - timedelta(days=3)
-    Price.objects.create(
-        public_model="gpt-4o", effective_from=past - timedelta(days=30), input_per_1m=Decimal(9), output_per_1m=9,
-        cached_input_per_1m=Decimal(9),
-    )  # fmt: skip
-    Price.objects.create(
+    PriceFactory.create(public_model="gpt-4o", effective_from=past - timedelta(days=30))  # superseded
+    PriceFactory.create(
         public_model="gpt-4o",
         effective_from=past,
         input_per_1m=Decimal("2.5"),
         cached_input_per_1m=Decimal("0.35"),
         output_per_1m=Decimal(10),
     )
-    Price.objects.create(
+    PriceFactory.create(
         public_model="llama-free", effective_from=past, input_per_1m=0, cached_input_per_1m=0, output_per_1m=0,
         is_free=True,
     )  # fmt: skip
-    Price.objects.create(
-        public_model="announced", effective_from=timezone.now() + timedelta(days=5), input_per_1m=1,
-        cached_input_per_1m=1, output_per_1m=1,
-    )  # fmt: skip
+    PriceFactory.create(public_model="announced", effective_from=timezone.now() + timedelta(days=5))
 
 
 def budget_row(html: str, budget: Budget) -> str:
@@ -82,8 +73,8 @@ def test_billing_shows_balance_budgets_alerts_and_prices_after_markup(
     account = billing_services.billing_account(organization=acme)
     account.markup = Decimal("1.5")
     account.save()
-    whole = billing_services.budget_create(organization=acme, period="monthly", limit=Decimal(50))
-    per_key = billing_services.budget_create(organization=acme, period="daily", limit=Decimal(4), api_key=acme_key.key)
+    whole = BudgetFactory.create(organization=acme, period="monthly", limit=Decimal(50))
+    per_key = BudgetFactory.create(organization=acme, period="daily", limit=Decimal(4), api_key=acme_key.key)
     spend(acme, "3", key=acme_key.key)
     spend(acme, "7")
     BudgetAlert.objects.create(
@@ -155,7 +146,7 @@ def test_an_owner_creates_updates_and_deletes_a_budget(
 
 
 def test_refused_budgets_show_why_on_the_form(alice_browser: Client, acme: Organization) -> None:
-    billing_services.budget_create(organization=acme, period="monthly", limit=Decimal(5))
+    BudgetFactory.create(organization=acme, period="monthly")
 
     unknown_key = alice_browser.post(
         "/dashboard/billing", {"period": "daily", "limit": "5", "api_key": "key_nope", "alert_thresholds": "50"}
@@ -174,7 +165,7 @@ def test_refused_budgets_show_why_on_the_form(alice_browser: Client, acme: Organ
 
 
 def test_a_member_reads_billing_but_cannot_change_budgets(bob_browser: Client, acme: Organization) -> None:
-    budget = billing_services.budget_create(organization=acme, period="monthly", limit=Decimal(5))
+    budget = BudgetFactory.create(organization=acme, limit=Decimal(5))
     page = bob_browser.get("/dashboard/billing")
     assert page.status_code == 200
     assert f'id="budget-{budget.pk}"' in page.content.decode()
@@ -195,8 +186,7 @@ def test_a_member_reads_billing_but_cannot_change_budgets(bob_browser: Client, a
 
 
 def test_budgets_of_another_organization_are_not_found(alice_browser: Client, acme: Organization, carol: User) -> None:
-    initech = account_services.organization_create(name="Initech", owner=carol)
-    theirs = billing_services.budget_create(organization=initech, period="monthly", limit=Decimal(5))
+    theirs = BudgetFactory.create(organization__owner=carol)
     assert alice_browser.post(f"/dashboard/billing/budgets/{theirs.pk}/delete").status_code == 404
     assert alice_browser.post(f"/dashboard/billing/budgets/{theirs.pk}", {}).status_code == 404
     assert f'id="budget-{theirs.pk}"' not in alice_browser.get("/dashboard/billing").content.decode()
@@ -286,8 +276,7 @@ def test_the_last_owner_can_be_neither_demoted_nor_removed(alice_browser: Client
 
 
 def test_members_of_another_organization_are_not_found(alice_browser: Client, acme: Organization, carol: User) -> None:
-    initech = account_services.organization_create(name="Initech", owner=carol)
-    theirs = Membership.objects.get(organization=initech)
+    theirs = MembershipFactory.create(user=carol, role=Membership.Role.OWNER)
     assert alice_browser.post(f"/dashboard/members/{theirs.pk}/remove").status_code == 404
     assert alice_browser.post(f"/dashboard/members/{theirs.pk}/role", {"role": "member"}).status_code == 404
     assert Membership.objects.filter(pk=theirs.pk).exists()
@@ -297,17 +286,14 @@ def test_members_of_another_organization_are_not_found(alice_browser: Client, ac
 
 
 @pytest.fixture
-def busy_acme(acme: Organization, alice: User, priced: None) -> Organization:
+def busy_acme(acme: Organization, priced: None) -> Organization:
     """Many entries, budgets, alerts and members: what a page must not load all of."""
     for n in range(60):
         grant(acme, str(n + 1))
-    for n in range(30):
-        key = account_services.api_key_create(organization=acme, name=f"key-{n}", created_by=alice).key
-        budget = billing_services.budget_create(organization=acme, period="daily", limit=Decimal(5), api_key=key)
+    for issued in ApiKeyFactory.create_batch(30, organization=acme):
+        budget = BudgetFactory.create(organization=acme, period="daily", limit=Decimal(5), api_key=issued.key)
         BudgetAlert.objects.create(budget=budget, window_start=timezone.now(), threshold=50, spent=1, limit=5)
-    for n in range(70):
-        user = User.objects.create_user(f"user{n}@example.com", None)
-        Membership.objects.create(organization=acme, user=user)
+    MembershipFactory.create_batch(70, organization=acme, user__invited=True)
     return acme
 
 

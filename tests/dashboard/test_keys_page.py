@@ -9,7 +9,8 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts import services
-from accounts.models import ApiKey, ApiKeySecret, Organization, User
+from accounts.models import ApiKey, ApiKeySecret, Organization
+from tests.factories import ApiKeyFactory
 
 
 def test_it_creates_a_key_and_shows_its_secret_exactly_once(alice_browser: Client, acme: Organization) -> None:
@@ -88,9 +89,8 @@ def test_a_member_sees_keys_but_cannot_create_rotate_or_revoke(
     assert acme_key.key.status == ApiKey.Status.ACTIVE
 
 
-def test_keys_of_another_organization_are_not_found(alice_browser: Client, acme: Organization, carol: User) -> None:
-    initech = services.organization_create(name="Initech", owner=carol)
-    theirs = services.api_key_create(organization=initech, name="theirs", created_by=carol).key
+def test_keys_of_another_organization_are_not_found(alice_browser: Client, acme: Organization) -> None:
+    theirs = ApiKeyFactory.create(name="theirs").key  # of an organization of its own
     assert alice_browser.post(f"/dashboard/keys/{theirs.public_id}/revoke").status_code == 404
     assert "theirs" not in alice_browser.get("/dashboard/keys").content.decode()
     theirs.refresh_from_db()
@@ -98,16 +98,15 @@ def test_keys_of_another_organization_are_not_found(alice_browser: Client, acme:
 
 
 def test_the_list_is_paginated_and_shows_status_expiry_and_last_use(
-    alice_browser: Client, acme: Organization, alice: User, settings
+    alice_browser: Client, acme: Organization, settings
 ) -> None:
     settings.DASHBOARD_KEYS_PER_PAGE = 5
-    for n in range(7):
-        services.api_key_create(organization=acme, name=f"key-{n}", created_by=alice)
-    used = ApiKey.objects.get(name="key-6")
+    keys = [ApiKeyFactory.create(organization=acme, name=f"key-{n}").key for n in range(7)]
+    used = keys[6]
     used.last_used_at = timezone.now() - timedelta(hours=3)
     used.expires_at = timezone.now() + timedelta(days=2)
     used.save()
-    services.api_key_revoke(key=ApiKey.objects.get(name="key-5"))
+    services.api_key_revoke(key=keys[5])
 
     first = alice_browser.get("/dashboard/keys").content.decode()
     second = alice_browser.get("/dashboard/keys?page=2").content.decode()

@@ -9,14 +9,14 @@ from decimal import Decimal
 
 from django.test import Client
 
-from accounts.models import Organization, User
+from accounts.models import Organization
 from billing.models import UsageRollup
-from billing.services import credits_grant
+from tests.factories import CreditGrantFactory, UsageRollupFactory
 
 
 def rollup(organization: Organization, day: datetime, model: str, **counts: object) -> UsageRollup:
-    return UsageRollup.objects.create(
-        organization=organization, public_model=model, provider="OpenAI", period="day", bucket=day, **counts
+    return UsageRollupFactory.create(
+        organization=organization, public_model=model, provider="OpenAI", bucket=day, **counts
     )
 
 
@@ -24,13 +24,13 @@ def today() -> datetime:
     return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def test_it_shows_the_numbers_of_the_seeded_rollups(alice_browser: Client, acme: Organization, alice: User) -> None:
-    credits_grant(organization=acme, amount=Decimal("120.505"), idempotency_key="g1", created_by=alice)
+def test_it_shows_the_numbers_of_the_seeded_rollups(alice_browser: Client, acme: Organization) -> None:
+    CreditGrantFactory.create(organization=acme, amount=Decimal("120.505"))
     rollup(acme, today(), "gpt-4o-mini", requests=90, errors=9, cost=Decimal("1.25"))
     rollup(acme, today() - timedelta(days=1), "claude-sonnet-4", requests=10, errors=1, cost=Decimal("3.5"))
     rollup(acme, today() - timedelta(days=29), "gpt-4o-mini", requests=100, errors=0, cost=Decimal("0.25"))
     rollup(acme, today() - timedelta(days=30), "gpt-4o-mini", requests=1000, errors=1000, cost=Decimal(99))  # too old
-    UsageRollup.objects.create(  # hourly rows are not the overview's
+    UsageRollupFactory.create(  # hourly rows are not the overview's
         organization=acme, public_model="gpt-4o", period="hour", bucket=today(), requests=500, cost=Decimal(50)
     )
 
@@ -57,9 +57,9 @@ def test_it_shows_the_numbers_of_the_seeded_rollups(alice_browser: Client, acme:
     assert "Low balance" not in page
 
 
-def test_it_warns_when_the_balance_is_low(alice_browser: Client, acme: Organization, alice: User, settings) -> None:
+def test_it_warns_when_the_balance_is_low(alice_browser: Client, acme: Organization, settings) -> None:
     settings.DASHBOARD_LOW_BALANCE_CREDITS = Decimal(10)
-    credits_grant(organization=acme, amount=Decimal("9.99"), idempotency_key="g2", created_by=alice)
+    CreditGrantFactory.create(organization=acme, amount=Decimal("9.99"))
     page = alice_browser.get("/dashboard/").content.decode()
     assert 'id="low-balance"' in page
     assert "9.99 credits left, below 10.00" in page

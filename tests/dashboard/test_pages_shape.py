@@ -11,9 +11,10 @@ from django.core.management import call_command
 from django.test import Client
 
 from accounts import services
-from accounts.models import Membership, Organization, User
+from accounts.models import Organization, User
 from billing.models import UsageRollup
 from tests.dashboard.conftest import asset_urls, is_same_origin
+from tests.factories import ApiKeyFactory, MembershipFactory
 
 PAGES = ["/dashboard/", "/dashboard/keys"]
 ANONYMOUS_PAGES = ["/signin", "/signup", "/password-reset/", "/password-reset/sent"]
@@ -22,13 +23,10 @@ ANONYMOUS_PAGES = ["/signin", "/signup", "/password-reset/", "/password-reset/se
 @pytest.fixture
 def busy_acme(acme: Organization, alice: User) -> Organization:
     """Many keys, rotations, organizations and rollups: what a page must not load all of."""
-    for n in range(60):
-        issued = services.api_key_create(organization=acme, name=f"key-{n}", created_by=alice)
+    for n, issued in enumerate(ApiKeyFactory.create_batch(60, organization=acme)):
         if n % 3 == 0:
             services.api_key_rotate(key=issued.key)
-    for n in range(5):
-        other = Organization.objects.create(name=f"Other {n}", slug=f"other-{n}")
-        Membership.objects.create(organization=other, user=alice, role=Membership.Role.MEMBER)
+    MembershipFactory.create_batch(5, user=alice)  # a member of five other organizations
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     UsageRollup.objects.bulk_create(
         UsageRollup(

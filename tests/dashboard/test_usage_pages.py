@@ -12,10 +12,11 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 
-from accounts import services
 from accounts.models import Organization, User
+from accounts.services import IssuedSecret
 from billing.models import UsageEvent, UsageRollup
 from tests.dashboard.conftest import asset_urls, is_same_origin
+from tests.factories import ApiKeyFactory, OrganizationFactory, UsageEventFactory, UsageRollupFactory
 
 
 def today() -> datetime:
@@ -23,26 +24,22 @@ def today() -> datetime:
 
 
 def rollup(organization: Organization, day: datetime, model: str, **fields: object) -> UsageRollup:
-    defaults: dict[str, object] = {"provider": "OpenAI", "period": "day", "bucket": day}
-    return UsageRollup.objects.create(organization=organization, public_model=model, **{**defaults, **fields})
+    return UsageRollupFactory.create(
+        organization=organization, public_model=model, bucket=day, **{"provider": "OpenAI", **fields}
+    )
 
 
 def event(organization: Organization, number: int, at: datetime, **fields: object) -> UsageEvent:
     defaults: dict[str, object] = {
-        "request_id": f"req_{number:04d}",
-        "endpoint": "chat",
-        "public_model": "gpt-4o-mini",
         "provider": "OpenAI",
-        "status_code": 200,
         "prompt_tokens": 100,
         "cached_tokens": 20,
         "completion_tokens": 10,
-        "usage_source": "reported",
-        "latency_ms": 20,
         "cost": Decimal("0.001"),
-        "created_at": at,
     }
-    return UsageEvent.objects.create(organization=organization, **{**defaults, **fields})
+    return UsageEventFactory.create(
+        request_id=f"req_{number:04d}", organization=organization, created_at=at, **{**defaults, **fields}
+    )
 
 
 def request_ids(html: str) -> list[str]:
@@ -56,7 +53,7 @@ def next_link(html: str) -> str | None:
 
 @pytest.fixture
 def other_org(carol: User) -> Organization:
-    return services.organization_create(name="Globex", owner=carol)
+    return OrganizationFactory.create(name="Globex", owner=carol)
 
 
 # --- Usage ------------------------------------------------------------------------------
@@ -88,8 +85,8 @@ def test_usage_shows_the_seeded_rollups_by_model(alice_browser: Client, acme: Or
     assert 'href="/dashboard/usage.csv?start=' in page
 
 
-def test_usage_groups_by_key_and_provider(alice_browser: Client, acme: Organization, alice: User) -> None:
-    key = services.api_key_create(organization=acme, name="ci", created_by=alice).key
+def test_usage_groups_by_key_and_provider(alice_browser: Client, acme: Organization, acme_key: IssuedSecret) -> None:
+    key = acme_key.key
     rollup(acme, today(), "gpt-4o-mini", api_key=key, requests=4, cost=Decimal(1))
     rollup(acme, today(), "claude-sonnet-4", api_key=key, provider="Anthropic", requests=6, cost=Decimal(2))
 
@@ -170,8 +167,10 @@ def test_usage_csv_needs_a_session(client: Client, db: None) -> None:
 # --- Request log --------------------------------------------------------------------------
 
 
-def test_the_log_shows_each_request_newest_first(alice_browser: Client, acme: Organization, alice: User) -> None:
-    key = services.api_key_create(organization=acme, name="ci", created_by=alice).key
+def test_the_log_shows_each_request_newest_first(
+    alice_browser: Client, acme: Organization, acme_key: IssuedSecret
+) -> None:
+    key = acme_key.key
     now = datetime.now(UTC)
     event(acme, 1, now - timedelta(minutes=2))
     event(
@@ -221,10 +220,10 @@ def test_a_bad_cursor_starts_from_the_newest(alice_browser: Client, acme: Organi
 
 
 def test_the_log_filters_by_key_model_and_status(
-    alice_browser: Client, acme: Organization, alice: User, monkeypatch
+    alice_browser: Client, acme: Organization, acme_key: IssuedSecret, monkeypatch
 ) -> None:
     monkeypatch.setattr("billing.views.REQUESTS_PER_PAGE", 2)
-    key = services.api_key_create(organization=acme, name="ci", created_by=alice).key
+    key = acme_key.key
     now = datetime.now(UTC)
     event(acme, 1, now - timedelta(minutes=1), api_key=key)
     event(acme, 2, now - timedelta(minutes=2), api_key=key, status_code=429)
@@ -289,8 +288,8 @@ PAGES = ["/dashboard/usage", "/dashboard/usage?group_by=key", "/dashboard/reques
 
 
 @pytest.fixture
-def busy_acme(acme: Organization, alice: User) -> Organization:
-    keys = [services.api_key_create(organization=acme, name=f"key-{n}", created_by=alice).key for n in range(5)]
+def busy_acme(acme: Organization) -> Organization:
+    keys = [issued.key for issued in ApiKeyFactory.create_batch(5, organization=acme)]
     now = datetime.now(UTC)
     UsageRollup.objects.bulk_create(
         UsageRollup(

@@ -15,13 +15,14 @@ from providers.models import Credential, Deployment, Provider
 from providers.selectors import CredentialUnavailable, credential_resolve
 from providers.services import deployment_test_connection
 from tests.conftest import UPSTREAM_KEY
+from tests.factories import CredentialFactory, ProviderFactory
 from tests.fakes import FakeUpstream
 from tests.routing.test_adapters import route
 
 
 @pytest.fixture
 def provider(db: None) -> Provider:
-    return Provider.objects.create(name="OpenAI", kind=Provider.Kind.OPENAI, base_url="https://evil.example/v1")
+    return ProviderFactory.create(name="OpenAI", kind=Provider.Kind.OPENAI, base_url="https://evil.example/v1")
 
 
 @pytest.fixture
@@ -93,13 +94,13 @@ def test_file_references_stay_inside_the_secrets_directory(
 
 
 def test_an_allowed_file_reference_resolves_to_its_value(provider: Provider, secrets_dir: Path) -> None:
-    credential = Credential.objects.create(provider=provider, name="main", reference="file:openai")
+    credential = CredentialFactory.create(provider=provider, reference="file:openai")
     with override_settings(PROVIDER_SECRETS_DIR=str(secrets_dir)):
         assert credential_resolve(credential) == "sk-from-a-mounted-file"
 
 
 def test_a_disallowed_reference_saved_anyway_is_refused_on_use_without_its_value(provider: Provider) -> None:
-    credential = Credential.objects.create(provider=provider, name="main", reference="env:JWT_SIGNING_KEY")
+    credential = CredentialFactory.create(provider=provider, reference="env:JWT_SIGNING_KEY")
 
     with pytest.raises(CredentialUnavailable) as refused:
         credential_resolve(credential)
@@ -109,7 +110,7 @@ def test_a_disallowed_reference_saved_anyway_is_refused_on_use_without_its_value
 
 
 def test_a_symlink_swapped_after_saving_is_refused_on_use(provider: Provider, secrets_dir: Path) -> None:
-    credential = Credential.objects.create(provider=provider, name="main", reference="file:openai")
+    credential = CredentialFactory.create(provider=provider, reference="file:openai")
     (secrets_dir / "openai").unlink()
     (secrets_dir / "openai").symlink_to(secrets_dir.parent / "outside")
 

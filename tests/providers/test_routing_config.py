@@ -9,21 +9,14 @@ from django.db import IntegrityError
 from django.test import Client
 from django.urls import reverse
 
-from accounts.models import User
-from providers.models import Credential, Deployment, Provider, PublicModel
+from providers.models import Deployment, Provider, PublicModel
 from providers.selectors import catalog_build
-from providers.services import credential_set_secret
+from tests.factories import CredentialFactory, DeploymentFactory, ProviderFactory, PublicModelFactory
 
 
 @pytest.fixture
 def simulator(db: None) -> Provider:
-    return Provider.objects.create(name="Simulator", kind=Provider.Kind.SIMULATOR)
-
-
-@pytest.fixture
-def as_operator(client: Client, db: None) -> Client:
-    client.force_login(User.objects.create_superuser("ops@oneflow.local", "operator password 123"))
-    return client
+    return ProviderFactory.create(name="Simulator")
 
 
 def public_model_form(**fields: Any) -> dict[str, Any]:
@@ -48,11 +41,11 @@ def public_model_form(**fields: Any) -> dict[str, Any]:
 
 
 def test_catalog_build_exposes_the_routing_fields(simulator: Provider) -> None:
-    PublicModel.objects.create(name="backup")
-    smart = PublicModel.objects.create(
+    PublicModelFactory.create(name="backup")
+    smart = PublicModelFactory.create(
         name="smart", strategy="cheapest", max_latency_ms=1200, fallback_models=["backup"]
     )
-    Deployment.objects.create(public_model=smart, provider=simulator, upstream_model="s-1", quality_score=87)
+    DeploymentFactory.create(public_model=smart, provider=simulator, quality_score=87)
     catalog = catalog_build()
     view = catalog.find("smart")
     assert view is not None
@@ -65,13 +58,12 @@ def test_catalog_build_exposes_the_routing_fields(simulator: Provider) -> None:
 
 
 def test_catalog_build_reads_the_catalog_in_two_queries(simulator: Provider, django_assert_num_queries: Any) -> None:
-    openai = Provider.objects.create(name="OpenAI", kind=Provider.Kind.OPENAI, base_url="https://api.openai.com/v1")
-    credential = Credential.objects.create(provider=openai, name="main")
-    credential_set_secret(credential=credential, secret="sk-test-0123456789")
+    openai = ProviderFactory.create(kind=Provider.Kind.OPENAI, base_url="https://api.openai.com/v1")
+    credential = CredentialFactory.create(provider=openai, secret="sk-test-0123456789")
     for number in range(4):
-        model = PublicModel.objects.create(name=f"model-{number}", fallback_models=["model-0"] if number else [])
-        Deployment.objects.create(public_model=model, provider=simulator, upstream_model="sim")
-        Deployment.objects.create(public_model=model, provider=openai, credential=credential, upstream_model="gpt")
+        model = PublicModelFactory.create(name=f"model-{number}", fallback_models=["model-0"] if number else [])
+        DeploymentFactory.create(public_model=model, provider=simulator)
+        DeploymentFactory.create(public_model=model, provider=openai, credential=credential)
     with django_assert_num_queries(2):
         catalog = catalog_build()
     assert sum(len(model.deployments) for model in catalog.listed) == 8
@@ -80,8 +72,8 @@ def test_catalog_build_reads_the_catalog_in_two_queries(simulator: Provider, dja
 def test_the_admin_saves_strategy_latency_bound_fallbacks_and_quality_scores(
     as_operator: Client, simulator: Provider
 ) -> None:
-    PublicModel.objects.create(name="backup")
-    PublicModel.objects.create(name="spare")
+    PublicModelFactory.create(name="backup")
+    PublicModelFactory.create(name="spare")
     response = as_operator.post(
         reverse("admin:providers_publicmodel_add"),
         public_model_form(
@@ -148,8 +140,8 @@ def test_the_admin_saves_strategy_latency_bound_fallbacks_and_quality_scores(
 def test_the_admin_refuses_fallbacks_that_cannot_serve(
     as_operator: Client, simulator: Provider, fallbacks: str, error: str
 ) -> None:
-    PublicModel.objects.create(name="backup")
-    PublicModel.objects.create(name="embedder", kind=PublicModel.Kind.EMBEDDING)
+    PublicModelFactory.create(name="backup")
+    PublicModelFactory.create(name="embedder", kind=PublicModel.Kind.EMBEDDING)
     response = as_operator.post(
         reverse("admin:providers_publicmodel_add"), public_model_form(fallback_models=fallbacks)
     )
@@ -178,10 +170,9 @@ def test_the_admin_refuses_a_quality_score_above_100(as_operator: Client, simula
 
 def test_the_database_refuses_an_unknown_strategy(db: None) -> None:
     with pytest.raises(IntegrityError):
-        PublicModel.objects.create(name="smart", strategy="random")
+        PublicModelFactory.create(strategy="random")
 
 
 def test_the_database_refuses_a_quality_score_above_100(simulator: Provider) -> None:
-    smart = PublicModel.objects.create(name="smart")
     with pytest.raises(IntegrityError):
-        Deployment.objects.create(public_model=smart, provider=simulator, upstream_model="s", quality_score=101)
+        DeploymentFactory.create(provider=simulator, quality_score=101)

@@ -15,9 +15,9 @@ import pytest
 from django.test import override_settings
 
 from billing.models import Price
-from providers.models import Credential, Deployment, Provider, PublicModel
-from providers.services import credential_set_secret
+from providers.models import Deployment, Provider, PublicModel
 from tests.conftest import UPSTREAM_KEY
+from tests.factories import CredentialFactory, DeploymentFactory, ProviderFactory
 from tests.fakes import DEFAULT_REPLY, JSON_REPLY, Behave, FakeUpstream, anthropic_api, gemini_api, openai_api
 from tests.routing.conftest import Gateway
 
@@ -43,21 +43,20 @@ KINDS: dict[str, Any] = {
 def route(upstream: FakeUpstream, kind: str, *, name: str = "smart") -> None:
     """Points the public model ``name`` at the fake upstream, as an operator would in the admin."""
     suffix, upstream_model, _, _ = KINDS[kind]
-    provider = Provider.objects.create(
+    provider = ProviderFactory.create(
         name=f"fake-{kind}",
         kind=kind,
         base_url=upstream.url + suffix,
         api_version="2024-10-21" if "azure" in kind else "",
     )
-    credential = Credential.objects.create(provider=provider, name="main")
-    credential_set_secret(credential=credential, secret=UPSTREAM_KEY)
+    credential = CredentialFactory.create(provider=provider, secret=UPSTREAM_KEY)
     model, _ = PublicModel.objects.get_or_create(name=name)
     Price.objects.get_or_create(
         public_model=name,
         effective_from=datetime(2020, 1, 1, tzinfo=UTC),
         defaults={"input_per_1m": Decimal(1), "cached_input_per_1m": Decimal("0.5"), "output_per_1m": Decimal(2)},
     )
-    Deployment.objects.create(
+    DeploymentFactory.create(
         public_model=model, provider=provider, credential=credential, upstream_model=upstream_model
     )
 

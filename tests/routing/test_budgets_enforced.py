@@ -11,12 +11,12 @@ import openai
 import pytest
 import time_machine
 
-from accounts import services as accounts_services
 from accounts.models import Organization
 from billing.models import BudgetAlert, LedgerEntry
 from billing.selectors import budget_book
-from billing.services import budget_create, credits_grant
+from billing.services import budget_create
 from gateway.reservations import budget_slots
+from tests.factories import ApiKeyFactory, CreditGrantFactory, OrganizationFactory
 from tests.routing.conftest import Gateway
 
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]
@@ -62,7 +62,7 @@ def test_an_organization_budget_refuses_what_its_window_cannot_cover(gateway: Ga
 
 def test_a_key_budget_binds_that_key_only(gateway: Gateway) -> None:
     org = organization(gateway)
-    other = accounts_services.api_key_create(organization=org, name="other", created_by=gateway.key.key.created_by)
+    other = ApiKeyFactory.create(organization=org)
     budget_create(organization=org, api_key=gateway.key.key, period="monthly", limit=LIMIT)
 
     _, refused = until_refused(gateway.key.raw, gateway)
@@ -88,10 +88,9 @@ def test_a_daily_window_ends_at_the_organizations_midnight(gateway: Gateway) -> 
 
 
 def test_a_grant_reaches_the_gateway_at_once(gateway: Gateway) -> None:
-    owner = accounts_services.user_create(email="bob@example.com", password="correct horse battery staple")
-    broke = accounts_services.organization_create(name="Broke", owner=owner)
-    key = accounts_services.api_key_create(organization=broke, name="ci", created_by=owner).raw
+    broke = OrganizationFactory.create(name="Broke")
+    key = ApiKeyFactory.create(organization=broke).raw
     with pytest.raises(openai.RateLimitError):
         ask(key, gateway)  # nothing to spend: Redis now holds a free balance of zero
-    credits_grant(organization=broke, amount=Decimal(1), idempotency_key="top-up")
+    CreditGrantFactory.create(organization=broke, amount=Decimal(1))
     assert ask(key, gateway).http_response.status_code == 200

@@ -15,14 +15,15 @@ from django.core.management import call_command
 from django.db import connection, models
 from django.test.utils import CaptureQueriesContext
 
-from accounts.models import ApiKey, Organization, Plan
+from accounts.models import ApiKey, Organization
 from accounts.selectors import api_key_credentials
 from billing.models import BillingAccount, Budget
 from billing.selectors import budget_book, price_book
-from billing.services import budget_create, credits_grant
+from billing.services import credits_grant
 from oneflow.lib import config_version, redis
-from providers.models import Credential, Deployment, ModelAccess, Provider, PublicModel
+from providers.models import Deployment, Provider, PublicModel
 from providers.selectors import catalog_build, model_grants
+from tests.factories import BudgetFactory, CredentialFactory, ModelAccessFactory, PlanFactory
 from tests.http import call
 from tests.routing.conftest import Gateway
 
@@ -51,10 +52,10 @@ def tables_read(load: Callable[[], Any]) -> set[str]:
 def everything(gateway: Gateway) -> Gateway:
     """A row in every table the gateway reads: the demo catalog, Acme and its key, a budget, a grant."""
     acme = gateway.key.key.organization
-    budget_create(organization=acme, period="daily", limit=Decimal(5))
-    ModelAccess.objects.create(public_model=PublicModel.objects.earliest("pk"), organization=acme)
-    Credential.objects.create(provider=Provider.objects.earliest("pk"), name="spare")
-    Organization.objects.filter(pk=acme.pk).update(plan=Plan.objects.create(name="Team"))
+    BudgetFactory.create(organization=acme)
+    ModelAccessFactory.create(public_model=PublicModel.objects.earliest("pk"), organization=acme)
+    CredentialFactory.create(provider=Provider.objects.earliest("pk"))
+    Organization.objects.filter(pk=acme.pk).update(plan=PlanFactory.create())
     return gateway
 
 

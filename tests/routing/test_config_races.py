@@ -21,11 +21,12 @@ from accounts.models import Organization
 from billing.holds import to_units
 from billing.models import UsageEvent
 from billing.selectors import price_book
-from billing.services import budget_create, credits_grant, usage_drain
+from billing.services import budget_create, usage_drain
 from gateway import reservations
 from providers.models import Deployment
 from providers.selectors import catalog_build
 from providers.services import deployments_set_enabled
+from tests.factories import ApiKeyFactory, CreditGrantFactory, OrganizationFactory
 from tests.http import Reply, call
 from tests.routing.conftest import Gateway
 
@@ -54,12 +55,9 @@ def burst(gateway: Gateway, key: str, count: int = BURST) -> list[Reply]:
 
 def new_tenant(gateway: Gateway, name: str) -> tuple[Organization, accounts_services.IssuedSecret]:
     owner = gateway.key.key.created_by
-    assert owner is not None
-    organization = accounts_services.organization_create(name=name, owner=owner)
-    Organization.objects.filter(pk=organization.pk).update(limit_rpm=LOTS, limit_rph=LOTS)
-    key = accounts_services.api_key_create(organization=organization, name="burst", created_by=owner)
-    credits_grant(organization=organization, amount=Decimal(1000), idempotency_key=f"grant-{name}")
-    return organization, key
+    organization = OrganizationFactory.create(name=name, owner=owner, limit_rpm=LOTS, limit_rph=LOTS)
+    CreditGrantFactory.create(organization=organization, amount=Decimal(1000))
+    return organization, ApiKeyFactory.create(organization=organization, created_by=owner)
 
 
 def rounds(test: Callable[[int], None]) -> None:

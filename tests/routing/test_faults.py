@@ -27,10 +27,10 @@ import pytest
 from pytest_django import Settings
 
 from billing.models import LedgerEntry, Price, UsageEvent
-from providers.models import Credential, Deployment, Provider, PublicModel
-from providers.services import credential_set_secret
+from providers.models import Deployment, Provider, PublicModel
 from tests import http
 from tests.conftest import UPSTREAM_KEY
+from tests.factories import CredentialFactory, DeploymentFactory, ProviderFactory
 from tests.fakes import DEFAULT_REPLY, Behave, FakeUpstream, split_reply
 from tests.routing.conftest import Gateway
 from tests.routing.test_adapters import KINDS
@@ -76,7 +76,7 @@ def deploy(
 ) -> Deployment:
     """A deployment of the public model "smart" on its own provider, pointing at ``upstream``."""
     suffix, upstream_model, _, _ = KINDS[kind]
-    owner = Provider.objects.create(
+    owner = ProviderFactory.create(
         name=provider,
         kind=kind,
         base_url=upstream.url + suffix,
@@ -84,15 +84,14 @@ def deploy(
         connect_timeout=READ_TIMEOUT,
         read_timeout=read_timeout,
     )
-    credential = Credential.objects.create(provider=owner, name="main")
-    credential_set_secret(credential=credential, secret=UPSTREAM_KEY)
+    credential = CredentialFactory.create(provider=owner, secret=UPSTREAM_KEY)
     model, _ = PublicModel.objects.get_or_create(name="smart")
     Price.objects.get_or_create(
         public_model="smart",
         effective_from=datetime(2020, 1, 1, tzinfo=UTC),
         defaults={"input_per_1m": Decimal(1), "cached_input_per_1m": Decimal("0.5"), "output_per_1m": Decimal(2)},
     )
-    return Deployment.objects.create(
+    return DeploymentFactory.create(
         public_model=model, provider=owner, credential=credential, upstream_model=upstream_model, priority=priority
     )
 

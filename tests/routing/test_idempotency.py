@@ -16,6 +16,7 @@ import pytest
 from accounts import services as accounts_services
 from billing.models import LedgerEntry
 from gateway import idempotency
+from tests.factories import ApiKeyFactory
 from tests.fakes import Behave, FakeUpstream
 from tests.http import Reply, call
 from tests.routing.conftest import Gateway, simulator_settings
@@ -154,7 +155,7 @@ def test_the_same_key_on_another_request_is_422(gateway: Gateway) -> None:
 
 def test_the_same_key_under_other_api_keys_does_not_collide(gateway: Gateway) -> None:
     organization = gateway.key.key.organization
-    other = accounts_services.api_key_create(organization=organization, name="other", created_by=None)
+    other = ApiKeyFactory.create(organization=organization)
     key = new_key()
 
     mine = post(gateway, "/v1/chat/completions", CHAT, idempotency_key=key)

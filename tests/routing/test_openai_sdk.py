@@ -12,11 +12,11 @@ import pytest
 from django.conf import settings
 
 from accounts import services as accounts_services
-from accounts.models import Organization
 from billing.models import UsageEvent
 from oneflow.lib import money
-from providers.models import Deployment, ModelAccess, Provider, PublicModel
+from providers.models import Deployment, Provider, PublicModel
 from providers.services import catalog_seed_demo
+from tests.factories import ApiKeyFactory, ModelAccessFactory
 from tests.routing.conftest import Gateway, simulator_settings
 
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there, gateway!"}]
@@ -209,14 +209,13 @@ def test_a_hidden_model_is_visible_only_to_organizations_granted_it(gateway: Gat
     with pytest.raises(openai.NotFoundError):
         sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
-    ModelAccess.objects.create(
+    ModelAccessFactory.create(
         public_model=PublicModel.objects.get(name="gpt-4o-mini"), organization=gateway.key.key.organization
     )
     assert [m.id for m in sdk.models.list()] == ["gpt-4o-mini", "text-embedding-3-small"]
     assert sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices
 
-    other = Organization.objects.create(name="Other", slug="other")
-    outsider_key = accounts_services.api_key_create(organization=other, name="x", created_by=None).raw
+    outsider_key = ApiKeyFactory.create().raw  # of an organization of its own
     assert [m.id for m in client(gateway, key=outsider_key).models.list()] == ["text-embedding-3-small"]
 
 

@@ -7,23 +7,17 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from accounts.models import User
 from billing.models import Price
 from providers.models import Credential, Deployment, Provider, PublicModel
 from tests.conftest import UPSTREAM_KEY
+from tests.factories import ProviderFactory
 from tests.fakes import Behave, FakeUpstream
 from tests.routing.conftest import Gateway
 from tests.routing.test_adapters import route
 
 
-@pytest.fixture
-def as_operator(client: Client, transactional_db: None) -> Client:
-    client.force_login(User.objects.create_superuser("ops@oneflow.local", "operator password 123"))
-    return client
-
-
 def test_a_credential_is_write_only(as_operator: Client) -> None:
-    provider = Provider.objects.create(name="OpenAI", kind=Provider.Kind.OPENAI, base_url="https://api.openai.com/v1")
+    provider = ProviderFactory.create(kind=Provider.Kind.OPENAI, base_url="https://api.openai.com/v1")
     response = as_operator.post(
         reverse("admin:providers_credential_add"),
         {"provider": provider.pk, "name": "main", "secret": "sk-very-secret-value", "status": "active"},

@@ -3,7 +3,6 @@ failures, latency percentiles and cost per request over a recent window."""
 
 from __future__ import annotations
 
-import itertools
 import random
 from datetime import timedelta
 from decimal import Decimal
@@ -21,9 +20,9 @@ from accounts.models import Organization, User
 from billing.models import UsageEvent
 from providers.models import Deployment, Provider, PublicModel, Strategy
 from routing import selectors
+from tests.factories import DeploymentFactory, ProviderFactory, PublicModelFactory, UsageEventFactory, UserFactory
 
 ON_POSTGRESQL = connection.vendor == "postgresql"
-_request_ids = itertools.count()
 
 
 @pytest.fixture(autouse=True)
@@ -34,11 +33,11 @@ def _ten_credits_per_usd(settings: Any) -> None:
 @pytest.fixture
 def model(db: None) -> PublicModel:
     """An A/B test: OpenAI takes 3 keys in 4, Anthropic the rest."""
-    chat = PublicModel.objects.create(name="ab-chat", strategy=Strategy.WEIGHTED)
-    openai = Provider.objects.create(name="OpenAI", kind=Provider.Kind.OPENAI)
-    anthropic = Provider.objects.create(name="Anthropic", kind=Provider.Kind.ANTHROPIC)
-    Deployment.objects.create(public_model=chat, provider=openai, upstream_model="gpt-4o-mini", weight=75)
-    Deployment.objects.create(public_model=chat, provider=anthropic, upstream_model="claude-haiku", weight=25)
+    chat = PublicModelFactory.create(name="ab-chat", strategy=Strategy.WEIGHTED)
+    openai = ProviderFactory.create(name="OpenAI", kind=Provider.Kind.OPENAI)
+    anthropic = ProviderFactory.create(name="Anthropic", kind=Provider.Kind.ANTHROPIC)
+    DeploymentFactory.create(public_model=chat, provider=openai, upstream_model="gpt-4o-mini", weight=75)
+    DeploymentFactory.create(public_model=chat, provider=anthropic, upstream_model="claude-haiku", weight=25)
     return chat
 
 
@@ -59,8 +58,7 @@ def served(
     provider_cost_usd: str = "0",
 ) -> UsageEvent:
     """A usage event as the drain writes it."""
-    return UsageEvent.objects.create(
-        request_id=f"req-{next(_request_ids)}",
+    return UsageEventFactory.create(
         organization=organization,
         endpoint="chat.completions",
         public_model=model.name,
@@ -68,7 +66,6 @@ def served(
         provider=deployment.provider.name if deployment else "",
         stream=ttft_ms is not None,
         status_code=status,
-        usage_source=UsageEvent.Source.REPORTED,
         latency_ms=latency_ms,
         ttft_ms=ttft_ms,
         cost=Decimal(cost),
@@ -212,12 +209,9 @@ def test_the_window_defaults_to_a_day_and_can_be_an_hour_or_a_week(
 def test_idle_arms_and_fallbacks_get_their_own_rows(
     as_operator: Client, acme: Organization, model: PublicModel
 ) -> None:
-    other = PublicModel.objects.create(name="other-chat")
-    backup = Deployment.objects.create(
-        public_model=other,
-        provider=Provider.objects.create(name="Groq", kind=Provider.Kind.OPENAI_COMPATIBLE),
-        upstream_model="llama",
-    )
+    other = PublicModelFactory.create(name="other-chat")
+    groq = ProviderFactory.create(name="Groq", kind=Provider.Kind.OPENAI_COMPATIBLE)
+    backup = DeploymentFactory.create(public_model=other, provider=groq, upstream_model="llama")
     openai, anthropic = arm(model, "OpenAI"), arm(model, "Anthropic")
     served(acme, model, openai, status=502, latency_ms=100, cost="1")
     served(acme, model, backup, latency_ms=300, cost="3")
@@ -239,9 +233,7 @@ def test_priority_splits_by_weight_among_the_best_live_deployments_and_other_str
     as_operator: Client, model: PublicModel
 ) -> None:
     openai, anthropic = arm(model, "OpenAI"), arm(model, "Anthropic")
-    mistral = Deployment.objects.create(
-        public_model=model, provider=Provider.objects.create(name="Mistral", kind=Provider.Kind.OPENAI_COMPATIBLE)
-    )
+    mistral = DeploymentFactory.create(public_model=model, provider__kind=Provider.Kind.OPENAI_COMPATIBLE)
     Deployment.objects.filter(pk=anthropic.pk).update(priority=2)
     Deployment.objects.filter(pk=mistral.pk).update(priority=1, weight=25, enabled=False)
 
@@ -264,9 +256,8 @@ def test_the_page_runs_a_bounded_number_of_queries(
 ) -> None:
     arms_count, rows_per_arm = shape
     provider = Provider.objects.get(name="OpenAI")
-    fallback = PublicModel.objects.create(name="fallback-chat")
-    for n in range(arms_count - 2):
-        Deployment.objects.create(public_model=fallback, provider=provider, upstream_model=f"m{n}")
+    fallback = PublicModelFactory.create(name="fallback-chat")
+    DeploymentFactory.create_batch(arms_count - 2, public_model=fallback, provider=provider)
     for deployment in Deployment.objects.all():
         for i in range(rows_per_arm):
             served(acme, model, deployment, latency_ms=100 + i, ttft_ms=10 + i)
@@ -328,7 +319,7 @@ def test_only_staff_with_the_view_permission_see_results(client: Client, alice: 
     client.force_login(alice)
     assert client.get(url).status_code == 302, "not staff: to the login page"
 
-    staff = User.objects.create_user("staff@oneflow.local", "staff password 123", is_staff=True)
+    staff = UserFactory.create(is_staff=True)
     client.force_login(staff)
     assert client.get(url).status_code == 403
     staff.user_permissions.set(Permission.objects.filter(codename="view_routeresults"))

@@ -27,8 +27,9 @@ from gateway.strategies import (
     preferences_parse,
 )
 from providers.adapters.base import Target
-from providers.models import Deployment, Provider, PublicModel
+from providers.models import Deployment
 from providers.selectors import DeploymentView, ModelView, catalog_build
+from tests.factories import DeploymentFactory, ProviderFactory, PublicModelFactory
 
 BREAKERS: tuple[Breaker, ...] = ("closed", "half_open", "open")
 STRATEGIES = ("priority", "weighted", "cheapest", "fastest", "quality")
@@ -251,12 +252,11 @@ def test_a_model_served_only_by_its_fallback_plans_the_fallback() -> None:
 
 
 def test_a_disabled_deployment_or_provider_is_never_planned_even_as_a_last_resort(db: None) -> None:
-    simulator = Provider.objects.create(name="Simulator", kind=Provider.Kind.SIMULATOR)
-    switched_off = Provider.objects.create(name="Off", kind=Provider.Kind.SIMULATOR, enabled=False)
-    smart = PublicModel.objects.create(name="smart")
-    serving = Deployment.objects.create(public_model=smart, provider=simulator, upstream_model="a")
-    Deployment.objects.create(public_model=smart, provider=simulator, upstream_model="b", enabled=False)
-    Deployment.objects.create(public_model=smart, provider=switched_off, upstream_model="c")
+    simulator, switched_off = ProviderFactory.create(), ProviderFactory.create(enabled=False)
+    smart = PublicModelFactory.create(name="smart")
+    serving = DeploymentFactory.create(public_model=smart, provider=simulator)
+    DeploymentFactory.create(public_model=smart, provider=simulator, enabled=False)
+    DeploymentFactory.create(public_model=smart, provider=switched_off)
     catalog = catalog_build()
     view = catalog.find("smart")
     assert view is not None

@@ -20,9 +20,10 @@ from accounts import services as accounts_services
 from accounts.models import ApiKey, Organization
 from accounts.tasks import expire_rotated_api_key_secrets, rotate_due_api_keys
 from billing.models import BillingAccount, Budget, BudgetAlert, UsageEvent, UsageRollup
-from billing.services import budget_create, credits_grant
+from billing.services import budget_create
 from billing.tasks import apply_usage_retention, drain_usage, reconcile_credits, reconcile_ledgers, rollup_usage
 from routing.tasks import probe_deployments
+from tests.factories import ApiKeyFactory, CreditGrantFactory, OrganizationFactory
 from tests.http import Reply, call
 from tests.routing.conftest import Gateway
 
@@ -40,10 +41,9 @@ def ask(gateway: Gateway, key: str) -> Reply:
 def tenant_b(gateway: Gateway) -> tuple[Organization, accounts_services.IssuedSecret]:
     owner = gateway.key.key.created_by
     assert owner is not None
-    organization = accounts_services.organization_create(name="Bee", owner=owner)
-    key = accounts_services.api_key_create(organization=organization, name="bee", created_by=owner)
-    credits_grant(organization=organization, amount=Decimal(1000), idempotency_key="grant-bee")
-    return organization, key
+    organization = OrganizationFactory.create(name="Bee", owner=owner)
+    CreditGrantFactory.create(organization=organization, amount=Decimal(1000))
+    return organization, ApiKeyFactory.create(organization=organization, created_by=owner)
 
 
 def push_to_extremes(organization: Organization, key: ApiKey) -> None:
