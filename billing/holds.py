@@ -29,13 +29,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import IntEnum
 from typing import Any
 
-import redis as redis_lib
-import redis.asyncio
+import redis
 
-from billing.usage import PENDING, STREAM
-from oneflow.lib.redis import ScriptCall, run_scripts
+from oneflow.lib import redis_keys
+from oneflow.lib.scripts import Invocation, Script
 
 UNITS_PER_CREDIT = 1_000_000
 # Redis counts in signed 64-bit integers. A balance above this (4.6e12 credits) is
@@ -195,6 +195,14 @@ return tonumber(redis.call('GET', KEYS[1]))
 )
 
 
+HOLD = Script("credits.hold", _HOLD)
+SETTLE = Script("credits.settle", _SETTLE)
+ACK = Script("usage.ack", _ACK)
+EXPIRE = Script("credits.expire", _EXPIRE)
+SEED_CREDITS = Script("credits.seed", _SEED_CREDITS)
+SEED_BUDGET = Script("budget.seed", _SEED_BUDGET)
+
+
 def to_units(amount: Decimal, *, round_up: bool) -> int:
     """Credits to integer units: Redis rounds what it takes up, what it gives down."""
     scaled = amount * UNITS_PER_CREDIT
@@ -203,14 +211,6 @@ def to_units(amount: Decimal, *, round_up: bool) -> int:
 
 def to_credits(units: int) -> Decimal:
     return Decimal(units) / UNITS_PER_CREDIT
-
-
-def free_key(organization_id: int) -> str:
-    return f"oneflow:credits:{organization_id}:free"
-
-
-def holds_key(organization_id: int) -> str:
-    return f"oneflow:credits:{organization_id}:holds"
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,15 +226,41 @@ class BudgetSlot:
     end: int
 
 
+class HoldStatus(IntEnum):
+    """The hold script's verdict (its first reply value)."""
+
+    GRANTED = 1
+    CREDITS_SHORT = -1
+    CREDITS_NOT_SEEDED = -2
+    BUDGET_NOT_SEEDED = -3
+    BUDGET_SHORT = -4
+
+    @property
+    def needs_seed(self) -> bool:
+        return self in (HoldStatus.CREDITS_NOT_SEEDED, HoldStatus.BUDGET_NOT_SEEDED)
+
+
 @dataclass(frozen=True, slots=True)
 class HoldResult:
-    status: int  # 1 granted, -1 credits short, -2 credits not seeded, -3 budget not seeded, -4 budget short
-    value: int  # free units (status 1/-1), else the 1-based index of the budget concerned
+    status: HoldStatus
+    value: int  # free units (granted, credits short), else the 1-based index of the budget concerned
     version: bytes | None  # the configuration version read in the same script
 
     @property
     def granted(self) -> bool:
-        return self.status == 1
+        return self.status is HoldStatus.GRANTED
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    charged_units: int  # never more than the hold
+    stream_id: bytes | None  # the usage event's id in the stream; None for a release
+
+
+@dataclass(frozen=True, slots=True)
+class Seeded:
+    before: int | None  # the free units before seeding (None: there were none)
+    after: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,151 +273,90 @@ class Event:
     created_at: float
 
 
-def _hold_call(
-    organization_id: int,
-    hold_id: str,
-    units: int,
-    *,
-    budgets: Sequence[BudgetSlot],
-    version_key: str,
-    now: float | None,
-) -> tuple[list[str], list[Any]]:
-    expires = int((now or time.time()) + HOLD_TTL_SECONDS)
-    keys = [version_key, free_key(organization_id), holds_key(organization_id), *(b.key for b in budgets)]
-    return keys, [hold_id, units, expires, *(b.limit_units for b in budgets)]
+RELEASE = Event(payload=b"", organization_id=0, api_key_id=None, created_at=0)  # settles, records nothing
 
 
 def _hold_result(reply: Any) -> HoldResult:
-    return HoldResult(status=int(reply[0]), value=int(reply[1]), version=reply[2] if len(reply) > 2 else None)
+    return HoldResult(HoldStatus(int(reply[0])), int(reply[1]), reply[2] if len(reply) > 2 else None)
 
 
-def _settle_call(
-    organization_id: int, hold_id: str, charged_units: int, budget_keys: Sequence[str], event: Event
-) -> tuple[list[str], list[Any]]:
-    keys = [free_key(organization_id), holds_key(organization_id), STREAM, PENDING, *budget_keys]
+def hold(
+    *, organization_id: int, hold_id: str, units: int, budgets: Sequence[BudgetSlot] = (), now: float | None = None
+) -> Invocation[HoldResult]:
+    """Holds ``units`` against the free credits and every budget window, reading the
+    configuration version in the same step."""
+    expires = int((time.time() if now is None else now) + HOLD_TTL_SECONDS)
+    keys = [
+        redis_keys.CONFIG_VERSION,
+        redis_keys.credits_free(organization_id),
+        redis_keys.credits_holds(organization_id),
+        *(b.key for b in budgets),
+    ]
+    return Invocation(HOLD, keys, [hold_id, units, expires, *(b.limit_units for b in budgets)], _hold_result)
+
+
+def _settled(reply: Any) -> Settled:
+    charged, stream_id = reply
+    return Settled(int(charged), stream_id or None)
+
+
+def settle(
+    *, organization_id: int, hold_id: str, charged_units: int, event: Event, budget_keys: Sequence[str] = ()
+) -> Invocation[Settled]:
+    """Settles the hold to ``charged_units`` (releasing the rest) and appends the usage
+    event; ``RELEASE`` as the event gives the hold back and records nothing."""
+    keys = [
+        redis_keys.credits_free(organization_id),
+        redis_keys.credits_holds(organization_id),
+        redis_keys.USAGE_STREAM,
+        redis_keys.USAGE_PENDING,
+        *budget_keys,
+    ]
     key_id = "" if event.api_key_id is None else event.api_key_id
-    return keys, [hold_id, charged_units, event.payload, organization_id, key_id, int(event.created_at)]
+    args = [hold_id, charged_units, event.payload, organization_id, key_id, int(event.created_at)]
+    return Invocation(SETTLE, keys, args, _settled)
 
 
-def _seed_call(organization_id: int, ledger_units: int, force: bool) -> tuple[list[str], list[Any]]:
-    keys = [free_key(organization_id), holds_key(organization_id), PENDING]
-    return keys, [min(ledger_units, MAX_UNITS), organization_id, "force" if force else ""]
+def ack(*, group: str, ids: Sequence[bytes | str]) -> Invocation[int]:
+    """Forgets events the drain stored, with their pending charges."""
+    return Invocation(ACK, [redis_keys.USAGE_STREAM, redis_keys.USAGE_PENDING], [group, *ids], int)
 
 
-def _budget_seed_call(slot: BudgetSlot, stored_units: int) -> tuple[list[str], list[Any]]:
+def expire(*, organization_id: int, now: float | None = None) -> Invocation[int]:
+    """Gives back the units of holds whose request died without settling; the units released."""
+    keys = [redis_keys.credits_free(organization_id), redis_keys.credits_holds(organization_id)]
+    return Invocation(EXPIRE, keys, [int(time.time() if now is None else now)], int)
+
+
+def _seeded(reply: Any) -> Seeded:
+    before, after = reply
+    return Seeded(None if before is None else int(before), int(after))
+
+
+def seed(*, organization_id: int, ledger_units: int, force: bool = False) -> Invocation[Seeded]:
+    """Sets the free balance from the ledger; only ``force`` overwrites an existing one."""
+    keys = [
+        redis_keys.credits_free(organization_id),
+        redis_keys.credits_holds(organization_id),
+        redis_keys.USAGE_PENDING,
+    ]
+    args = [min(ledger_units, MAX_UNITS), organization_id, "force" if force else ""]
+    return Invocation(SEED_CREDITS, keys, args, _seeded)
+
+
+def seed_budget(*, slot: BudgetSlot, stored_units: int) -> Invocation[int]:
+    """Seeds a missing window counter; the caller holds the drain's lock (see _SEED_BUDGET)."""
     key_id = "" if slot.api_key_id is None else slot.api_key_id
-    keys = [slot.key, holds_key(slot.organization_id), STREAM]
-    return keys, [stored_units, slot.ttl_seconds, slot.organization_id, key_id, slot.start, slot.end]
+    keys = [slot.key, redis_keys.credits_holds(slot.organization_id), redis_keys.USAGE_STREAM]
+    args = [stored_units, slot.ttl_seconds, slot.organization_id, key_id, slot.start, slot.end]
+    return Invocation(SEED_BUDGET, keys, args, int)
 
 
-class Holds:
-    """The scripts through a synchronous client (jobs, the drain, tests)."""
-
-    def __init__(self, client: redis_lib.Redis) -> None:
-        self.client = client
-        self._hold = client.register_script(_HOLD)
-        self._settle = client.register_script(_SETTLE)
-        self._ack = client.register_script(_ACK)
-        self._expire = client.register_script(_EXPIRE)
-        self._seed = client.register_script(_SEED_CREDITS)
-        self._seed_budget = client.register_script(_SEED_BUDGET)
-
-    def hold(
-        self,
-        *,
-        organization_id: int,
-        hold_id: str,
-        units: int,
-        budgets: Sequence[BudgetSlot] = (),
-        version_key: str = "oneflow:config:version",
-        now: float | None = None,
-    ) -> HoldResult:
-        keys, args = _hold_call(organization_id, hold_id, units, budgets=budgets, version_key=version_key, now=now)
-        return _hold_result(self._hold(keys=keys, args=args))
-
-    def settle(
-        self, *, organization_id: int, hold_id: str, charged_units: int, event: Event, budget_keys: Sequence[str] = ()
-    ) -> tuple[int, bytes]:
-        keys, args = _settle_call(organization_id, hold_id, charged_units, budget_keys, event)
-        charged, stream_id = self._settle(keys=keys, args=args)
-        return int(charged), stream_id
-
-    def ack(self, *, group: str, ids: Sequence[bytes | str]) -> int:
-        return int(self._ack(keys=[STREAM, PENDING], args=[group, *ids])) if ids else 0
-
-    def expire(self, *, organization_id: int, now: float | None = None) -> int:
-        keys = [free_key(organization_id), holds_key(organization_id)]
-        return int(self._expire(keys=keys, args=[int(now or time.time())]))
-
-    def seed(self, *, organization_id: int, ledger_units: int, force: bool = False) -> tuple[int | None, int]:
-        """(free units before, after); only ``force`` overwrites an existing balance."""
-        keys, args = _seed_call(organization_id, ledger_units, force)
-        before, after = self._seed(keys=keys, args=args)
-        return (None if before is None else int(before)), int(after)
-
-    def seed_budget(self, *, slot: BudgetSlot, stored_units: int) -> int:
-        """Seeds a missing window counter; the caller holds the drain's lock (see _SEED_BUDGET)."""
-        keys, args = _budget_seed_call(slot, stored_units)
-        return int(self._seed_budget(keys=keys, args=args))
-
-    def free_units(self, *, organization_id: int) -> int | None:
-        value = self.client.get(free_key(organization_id))
-        return None if value is None else int(value)
-
-    def forget(self, *, organization_id: int) -> None:
-        """Drops the free balance, so the next hold seeds it from the ledger again."""
-        self.client.delete(free_key(organization_id))
+def free_units(client: redis.Redis, *, organization_id: int) -> int | None:
+    value = client.get(redis_keys.credits_free(organization_id))
+    return None if value is None else int(value)
 
 
-class AsyncHolds:
-    """The gateway's side of the same scripts, through its asyncio client.
-
-    ``extra`` script calls ride in the same round trip as the hold or the
-    settle (the gateway's rate limits and breakers), each atomic on its own;
-    their replies come back in order.
-    """
-
-    def __init__(self, client: redis.asyncio.Redis) -> None:
-        self.client = client
-        self._hold = client.register_script(_HOLD)
-        self._settle = client.register_script(_SETTLE)
-        self._seed = client.register_script(_SEED_CREDITS)
-        self._seed_budget = client.register_script(_SEED_BUDGET)
-
-    async def hold(
-        self,
-        *,
-        organization_id: int,
-        hold_id: str,
-        units: int,
-        budgets: Sequence[BudgetSlot],
-        version_key: str,
-        extra: Sequence[ScriptCall] = (),
-    ) -> tuple[HoldResult, list[Any]]:
-        keys, args = _hold_call(organization_id, hold_id, units, budgets=budgets, version_key=version_key, now=None)
-        replies = await run_scripts(self.client, [(self._hold, keys, args), *extra])
-        return _hold_result(replies[0]), replies[1:]
-
-    async def settle(
-        self,
-        *,
-        organization_id: int,
-        hold_id: str,
-        charged_units: int,
-        event: Event,
-        budget_keys: Sequence[str],
-        extra: Sequence[ScriptCall] = (),
-    ) -> tuple[int, bytes, list[Any]]:
-        """(units charged, the event's stream id, the extra scripts' replies)."""
-        keys, args = _settle_call(organization_id, hold_id, charged_units, budget_keys, event)
-        replies = await run_scripts(self.client, [(self._settle, keys, args), *extra])
-        charged, stream_id = replies[0]
-        return int(charged), stream_id, replies[1:]
-
-    async def seed(self, *, organization_id: int, ledger_units: int) -> None:
-        keys, args = _seed_call(organization_id, ledger_units, False)
-        await self._seed(keys=keys, args=args)
-
-    async def seed_budget(self, *, slot: BudgetSlot, stored_units: int) -> None:
-        keys, args = _budget_seed_call(slot, stored_units)
-        await self._seed_budget(keys=keys, args=args)
+def forget(client: redis.Redis, *, organization_id: int) -> None:
+    """Drops the free balance, so the next hold seeds it from the ledger again."""
+    client.delete(redis_keys.credits_free(organization_id))

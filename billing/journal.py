@@ -14,6 +14,7 @@ so sending an event twice stores it once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import deque
@@ -24,9 +25,10 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from billing import usage
-from billing.holds import AsyncHolds, Event
-from oneflow.lib.redis import ScriptCall
+from billing import holds, usage
+from billing.holds import Event
+from oneflow.lib import redis_keys, scripts
+from oneflow.lib.scripts import Invocation
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +62,14 @@ class Kept:
 
 
 class UsageJournal:
-    def __init__(self, client: redis.asyncio.Redis, holds: AsyncHolds, *, background: bool = True) -> None:
+    def __init__(self, client: redis.asyncio.Redis, *, background: bool = True) -> None:
         self.client = client
-        self.holds = holds
         self.background = background  # False: the owner calls tick() itself
         self.kept: deque[Kept] = deque()
         self._ticker: asyncio.Task[None] | None = None
+        self._closing = False
         # Set in Redis on every tick: finding it gone means Redis lost data since.
-        self._marker = f"oneflow:usage:journal:{uuid.uuid4().hex}"
+        self._marker = redis_keys.usage_journal_marker(uuid.uuid4().hex)
         self._marked = False
 
     async def record(
@@ -78,7 +80,7 @@ class UsageJournal:
         charged_units: int,
         budget_keys: Sequence[str],
         event: Event,
-        extra: Sequence[ScriptCall] = (),
+        extra: Sequence[Invocation[Any]] = (),
     ) -> list[Any]:
         """Settles the hold and appends the event, with ``extra`` scripts in the
         same round trip (sent once); returns their replies (none when Redis failed).
@@ -98,30 +100,33 @@ class UsageJournal:
         if len(self.kept) > MAX_KEPT:
             lost = self.kept.popleft()
             logger.error("usage journal full: oldest event no longer kept", extra={"request_id": lost.hold_id})
-        if self.background and (self._ticker is None or self._ticker.done()):
+        if self.background and not self._closing and (self._ticker is None or self._ticker.done()):
             self._ticker = asyncio.get_running_loop().create_task(self._run())
 
-    async def _send(self, kept: Kept, extra: Sequence[ScriptCall] = ()) -> list[Any]:
+    async def _send(self, kept: Kept, extra: Sequence[Invocation[Any]] = ()) -> list[Any]:
         # A hold that is still open is settled; one that is gone is charged anew.
         kept.sending = True
         try:
-            charged, stream_id, replies = await self.holds.settle(
+            settle = holds.settle(
                 organization_id=kept.organization_id,
                 hold_id=kept.hold_id,
                 charged_units=kept.charged_units,
                 event=kept.event,
                 budget_keys=kept.budget_keys,
-                extra=extra,
             )
+            # A reply of the riders that cannot be read must not lose the settle's.
+            riders = [scripts.forgiving(invocation) for invocation in extra]
+            settled, *replies = await scripts.arun_all(self.client, [settle, *riders])
         finally:
             kept.sending = False
-        kept.charged_units, kept.stream_id = charged, _stream_id(stream_id)
+        kept.charged_units = settled.charged_units
+        kept.stream_id = None if settled.stream_id is None else _stream_id(settled.stream_id)
         return replies
 
     async def _run(self) -> None:
         # Nothing was kept before this run started, so nothing can have been lost before it.
         self._marked = False
-        while self.kept:
+        while self.kept and not self._closing:
             try:
                 await self.tick()
             except redis.exceptions.RedisError:
@@ -148,9 +153,9 @@ class UsageJournal:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.exists(self._marker)
             pipe.set(self._marker, 1, ex=3600)
-            pipe.xrange(usage.STREAM, bound, bound)
-            pipe.xinfo_groups(usage.STREAM)
-            pipe.xpending(usage.STREAM, usage.GROUP)
+            pipe.xrange(redis_keys.USAGE_STREAM, bound, bound)
+            pipe.xinfo_groups(redis_keys.USAGE_STREAM)
+            pipe.xpending(redis_keys.USAGE_STREAM, usage.GROUP)
             marked, _, found, groups, pending = await pipe.execute(raise_on_error=False)
         wiped = self._marked and not marked
         self._marked = True
@@ -163,8 +168,13 @@ class UsageJournal:
 
     async def close(self) -> None:
         """Last chance at shutdown for events that never reached Redis."""
+        self._closing = True
         if self._ticker is not None:
+            # Awaited while the client is still open, as the tick's clean-up needs it.
+            # The flag ends the loop even if a client library swallows the cancel.
             self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
         unsent = [kept for kept in self.kept if kept.stream_id is None]
         for kept in unsent:
             try:

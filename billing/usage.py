@@ -19,15 +19,8 @@ from typing import Any
 
 from oneflow.lib import json
 
-STREAM = "oneflow:usage"
-GROUP = "drain"
+GROUP = "drain"  # the drain's consumer group on the stream (oneflow.lib.redis_keys.USAGE_STREAM)
 FIELD = b"e"
-# Charges appended but not yet stored by the drain, per organization: seeding a
-# balance from the ledger must subtract them.
-PENDING = "oneflow:usage:pending"
-# Held while one batch is stored and acknowledged, and while a counter is
-# seeded from PostgreSQL plus what is still in Redis: never both at once.
-DRAIN_LOCK = "oneflow:usage:drain-lock"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,13 @@ import uuid
 from typing import Any
 
 from gateway import protocol, validation_anthropic
+from gateway.admission import admit
+from gateway.attempts import complete, open_stream
 from gateway.call import Call
 from gateway.errors import bad_request
 from gateway.openai_api import read_json
 from gateway.protocol import Request
-from gateway.proxy import admit, complete, open_stream, recorded, respond
+from gateway.settlement import recorded, respond
 from gateway.streaming import forward
 from oneflow.lib import sse
 from oneflow.lib.errors import InvalidInput

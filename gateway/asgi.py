@@ -1,5 +1,6 @@
 """The proxy API as a lean ASGI application, mounted at /v1 by oneflow.asgi
-(through settings.ONEFLOW_PROXY_APP, since nothing may import routing)."""
+(through settings.ONEFLOW_PROXY_APP, since nothing but the routing app may
+import the gateway)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
-from gateway import anthropic_api, idempotency, openai_api, protocol, reservations
+from gateway import anthropic_api, idempotency, openai_api, protocol
+from gateway.core import Gateway
 from gateway.errors import GatewayError, bearer_challenge
 from gateway.protocol import ClientGone, Receive, Request, Scope, Send
-from oneflow.lib.asgi import shutdown_hooks
+from oneflow.lib.asgi import send_error
 
 logger = logging.getLogger(__name__)
-
-shutdown_hooks.append(reservations.close)
 
 Handler = Callable[[Request], Awaitable[None]]
 
@@ -79,13 +79,54 @@ def _route(request: Request) -> Handler | None:
     return handler
 
 
-async def application(scope: Scope, receive: Receive, send: Send) -> None:
-    request = Request(scope, receive, send)
-    if request.method == "OPTIONS":
-        await _preflight(request)
-        return
-    request.extra_headers = _cors_headers(request)
-    await idempotency.guarded(request, _dispatch, render_error=_render_error)
+class GatewayApp:
+    """The /v1 ASGI app of one worker. ``start()`` (at lifespan startup) opens the
+    worker's Gateway; ``stop()`` (at shutdown) closes it. Requests before the
+    start or after the stop are refused with 503, never served half-built.
+
+    Run alone (``uvicorn --factory gateway.asgi:GatewayApp``) it answers lifespan
+    events itself; mounted by oneflow.asgi, the server's lifespan calls both.
+    """
+
+    def __init__(self) -> None:
+        self.gateway: Gateway | None = None
+
+    async def start(self) -> None:
+        if self.gateway is None:
+            self.gateway = Gateway.open()
+
+    async def stop(self) -> None:
+        gateway, self.gateway = self.gateway, None
+        if gateway is not None:
+            await gateway.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        gateway = self.gateway
+        if gateway is None:
+            logger.error("a /v1 request arrived while the gateway is not started (ASGI lifespan off?)")
+            message = "The gateway is starting or stopping; try again."
+            await send_error(scope, send, 503, message, code="gateway_unavailable", anthropic_type="overloaded_error")
+            return
+        request = Request(scope, receive, send, gateway)
+        if request.method == "OPTIONS":
+            await _preflight(request)
+            return
+        request.extra_headers = _cors_headers(request)
+        await idempotency.guarded(request, _dispatch, render_error=_render_error)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 async def _dispatch(request: Request) -> None:

@@ -25,9 +25,10 @@ hand) or closed. Neither the breaker nor its operator actions ever touch
 ``Deployment.enabled``: a manual disable is a separate switch that only an
 operator turns back on.
 
-The gateway may send ``check`` and ``record`` in a pipeline with its other
-scripts: ``check_call``/``check_result`` and ``record_call``/``record_result``
-build the arguments and read the replies.
+Each operation returns its script's invocation (oneflow.lib.scripts): the
+gateway runs ``check`` and ``record`` in the round trips of its credit hold and
+settle, jobs and the admin run them alone. Reading a reply reports the state
+changes it shows to the metrics, so no caller can forget to.
 """
 
 from __future__ import annotations
@@ -37,13 +38,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import redis as redis_lib
 from django.conf import settings
-from redis.asyncio import Redis as AsyncRedis
-from redis.commands.core import AsyncScript, Script
 
 from gateway import metrics
-from oneflow.lib import redis
+from oneflow.lib import redis, redis_keys, scripts
+from oneflow.lib.scripts import Invocation, Script, answered
 
 BREAKER_TTL_SECONDS = 7 * 24 * 3600  # a deployment nobody calls any more leaves no state behind
 
@@ -300,8 +299,16 @@ class Health:
         return self.failures / self.calls if self.calls else None
 
 
-def breaker_key(deployment_id: int) -> str:
-    return f"oneflow:breaker:{deployment_id}"
+CHECK = Script("breakers.check", CHECK_SCRIPT)
+RECORD = Script("breakers.record", RECORD_SCRIPT)
+FORCE = Script("breakers.force", FORCE_SCRIPT)
+HEALTH = Script("breakers.health", HEALTH_SCRIPT)
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    verdicts: dict[int, Verdict]
+    moved: list[Transition]  # the breakers this check moved to half-open
 
 
 def _now_arg(now: float | None) -> str:
@@ -312,34 +319,57 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def check_call(
-    deployment_ids: Sequence[int], *, request_id: str, policy: BreakerPolicy, now: float | None = None
-) -> tuple[list[str], list[Any]]:
-    keys = [breaker_key(i) for i in deployment_ids]
-    return keys, [_now_arg(now), request_id, policy.cooldown_seconds * 1000, policy.probe_lease_seconds * 1000]
+def _keys(deployment_ids: Sequence[int]) -> list[str]:
+    return [redis_keys.breaker(i) for i in deployment_ids]
 
 
-def check_result(reply: Any, deployment_ids: Sequence[int]) -> tuple[dict[int, Verdict], list[Transition]]:
-    """Verdicts per deployment id, and the breakers this check moved to half-open."""
+def observe(transitions: Sequence[Transition]) -> None:
+    """Reports state changes to the metrics (scripts tell which calls changed a state)."""
+    for transition in transitions:
+        if transition.changed:
+            metrics.breaker_changed(transition.deployment_id, transition.before.value, transition.after.value)
+
+
+def _checked(reply: Any, deployment_ids: Sequence[int]) -> Checked:
     verdicts: dict[int, Verdict] = {}
     moved = []
     for index, deployment_id in enumerate(deployment_ids):
         verdicts[deployment_id] = Verdict(_text(reply[2 * index]))
         if int(reply[2 * index + 1]):
             moved.append(Transition(deployment_id, State.OPEN, State.HALF_OPEN))
-    return verdicts, moved
+    observe(moved)
+    return Checked(verdicts, moved)
 
 
-def record_call(
+def check(
+    deployment_ids: Sequence[int], *, request_id: str, policy: BreakerPolicy | None = None, now: float | None = None
+) -> Invocation[Checked]:
+    """Which deployments this caller may call; at most one caller at a time gets PROBE per breaker."""
+    if not deployment_ids:
+        return answered(Checked({}, []))
+    policy = policy or BreakerPolicy.from_settings()
+    args = [_now_arg(now), request_id, policy.cooldown_seconds * 1000, policy.probe_lease_seconds * 1000]
+    return Invocation(CHECK, _keys(deployment_ids), args, lambda reply: _checked(reply, deployment_ids))
+
+
+def _recorded(reply: Any, deployment_id: int) -> Transition:
+    transition = Transition(deployment_id, State(_text(reply[0])), State(_text(reply[1])))
+    observe([transition])
+    return transition
+
+
+def record(
     deployment_id: int,
     *,
     request_id: str,
     outcome: Outcome,
-    policy: BreakerPolicy,
+    policy: BreakerPolicy | None = None,
     latency_ms: float | None = None,
     ttft_ms: float | None = None,
     now: float | None = None,
-) -> tuple[list[str], list[Any]]:
+) -> Invocation[Transition]:
+    """An outcome of a call: moves the state, feeds the health figures."""
+    policy = policy or BreakerPolicy.from_settings()
     args = [
         _now_arg(now),
         request_id,
@@ -354,25 +384,30 @@ def record_call(
         policy.ewma_weight,
         BREAKER_TTL_SECONDS,
     ]
-    return [breaker_key(deployment_id)], args
+    return Invocation(RECORD, _keys([deployment_id]), args, lambda reply: _recorded(reply, deployment_id))
 
 
-def record_result(reply: Any, deployment_id: int) -> Transition:
-    return Transition(deployment_id, State(_text(reply[0])), State(_text(reply[1])))
+def _forced(reply: Any, deployment_ids: Sequence[int], after: State) -> list[Transition]:
+    transitions = [Transition(i, State(_text(before)), after) for i, before in zip(deployment_ids, reply, strict=True)]
+    observe(transitions)
+    return transitions
 
 
-def _force_call(
-    deployment_ids: Sequence[int], action: str, policy: BreakerPolicy, now: float | None
-) -> tuple[list[str], list[Any]]:
-    return [breaker_key(i) for i in deployment_ids], [_now_arg(now), action, policy.bucket_ms]
+def _force(deployment_ids: Sequence[int], action: str, after: State, now: float | None) -> Invocation[list[Transition]]:
+    if not deployment_ids:
+        return answered([])
+    args = [_now_arg(now), action, BreakerPolicy.from_settings().bucket_ms]
+    return Invocation(FORCE, _keys(deployment_ids), args, lambda reply: _forced(reply, deployment_ids, after))
 
 
-def _force_result(reply: Any, deployment_ids: Sequence[int], after: State) -> list[Transition]:
-    return [Transition(i, State(_text(before)), after) for i, before in zip(deployment_ids, reply, strict=True)]
+def force_open(deployment_ids: Sequence[int], *, now: float | None = None) -> Invocation[list[Transition]]:
+    """Opens the breakers and holds them open until ``force_close``."""
+    return _force(deployment_ids, "open", State.OPEN, now)
 
 
-def health_call(deployment_ids: Sequence[int], policy: BreakerPolicy, now: float | None) -> tuple[list[str], list[Any]]:
-    return [breaker_key(i) for i in deployment_ids], [_now_arg(now), policy.bucket_ms, policy.buckets]
+def force_close(deployment_ids: Sequence[int], *, now: float | None = None) -> Invocation[list[Transition]]:
+    """Closes the breakers and forgets their failures; ``Deployment.enabled`` is left as it is."""
+    return _force(deployment_ids, "close", State.CLOSED, now)
 
 
 def _number(value: Any) -> float | None:
@@ -380,7 +415,7 @@ def _number(value: Any) -> float | None:
     return float(text) if text else None
 
 
-def health_result(reply: Any, deployment_ids: Sequence[int]) -> dict[int, Health]:
+def _health_of(reply: Any, deployment_ids: Sequence[int]) -> dict[int, Health]:
     health = {}
     for index, deployment_id in enumerate(deployment_ids):
         state, forced, latency, ttft, calls, failures, opened, in_a_row = reply[8 * index : 8 * index + 8]
@@ -399,137 +434,26 @@ def health_result(reply: Any, deployment_ids: Sequence[int]) -> dict[int, Health
     return health
 
 
-def observe(transitions: Sequence[Transition]) -> None:
-    """Reports state changes to the metrics (scripts tell which calls changed a state)."""
-    for transition in transitions:
-        if transition.changed:
-            metrics.breaker_changed(transition.deployment_id, transition.before.value, transition.after.value)
-
-
-class Breakers:
-    """The scripts through a synchronous client (probes, the admin, tests)."""
-
-    def __init__(self, client: redis_lib.Redis, policy: BreakerPolicy | None = None) -> None:
-        self.policy = policy or BreakerPolicy.from_settings()
-        self.check_script: Script = client.register_script(CHECK_SCRIPT)
-        self.record_script: Script = client.register_script(RECORD_SCRIPT)
-        self._force = client.register_script(FORCE_SCRIPT)
-        self._health = client.register_script(HEALTH_SCRIPT)
-
-    def check(self, deployment_ids: Sequence[int], *, request_id: str, now: float | None = None) -> dict[int, Verdict]:
-        """Which deployments this caller may call; at most one caller at a time gets PROBE per breaker."""
-        if not deployment_ids:
-            return {}
-        keys, args = check_call(deployment_ids, request_id=request_id, policy=self.policy, now=now)
-        verdicts, moved = check_result(self.check_script(keys=keys, args=args), deployment_ids)
-        observe(moved)
-        return verdicts
-
-    def record(
-        self,
-        deployment_id: int,
-        *,
-        request_id: str,
-        outcome: Outcome,
-        latency_ms: float | None = None,
-        ttft_ms: float | None = None,
-        now: float | None = None,
-    ) -> Transition:
-        keys, args = record_call(
-            deployment_id,
-            request_id=request_id,
-            outcome=outcome,
-            policy=self.policy,
-            latency_ms=latency_ms,
-            ttft_ms=ttft_ms,
-            now=now,
-        )
-        transition = record_result(self.record_script(keys=keys, args=args), deployment_id)
-        observe([transition])
-        return transition
-
-    def force_open(self, deployment_ids: Sequence[int], *, now: float | None = None) -> list[Transition]:
-        """Opens the breakers and holds them open until ``force_close``."""
-        return self._forced(deployment_ids, "open", State.OPEN, now)
-
-    def force_close(self, deployment_ids: Sequence[int], *, now: float | None = None) -> list[Transition]:
-        """Closes the breakers and forgets their failures; ``Deployment.enabled`` is left as it is."""
-        return self._forced(deployment_ids, "close", State.CLOSED, now)
-
-    def _forced(self, deployment_ids: Sequence[int], action: str, after: State, now: float | None) -> list[Transition]:
-        if not deployment_ids:
-            return []
-        keys, args = _force_call(deployment_ids, action, self.policy, now)
-        transitions = _force_result(self._force(keys=keys, args=args), deployment_ids, after)
-        observe(transitions)
-        return transitions
-
-    def health(self, deployment_ids: Sequence[int], *, now: float | None = None) -> dict[int, Health]:
-        """State and health figures of many deployments in one round trip."""
-        if not deployment_ids:
-            return {}
-        keys, args = health_call(deployment_ids, self.policy, now)
-        return health_result(self._health(keys=keys, args=args), deployment_ids)
-
-
-class AsyncBreakers:
-    """The gateway's side of the same scripts, through its asyncio client."""
-
-    def __init__(self, client: AsyncRedis, policy: BreakerPolicy | None = None) -> None:
-        self.policy = policy or BreakerPolicy.from_settings()
-        self.check_script: AsyncScript = client.register_script(CHECK_SCRIPT)
-        self.record_script: AsyncScript = client.register_script(RECORD_SCRIPT)
-        self.health_script: AsyncScript = client.register_script(HEALTH_SCRIPT)
-
-    async def check(
-        self, deployment_ids: Sequence[int], *, request_id: str, now: float | None = None
-    ) -> dict[int, Verdict]:
-        if not deployment_ids:
-            return {}
-        keys, args = check_call(deployment_ids, request_id=request_id, policy=self.policy, now=now)
-        verdicts, moved = check_result(await self.check_script(keys=keys, args=args), deployment_ids)
-        observe(moved)
-        return verdicts
-
-    async def record(
-        self,
-        deployment_id: int,
-        *,
-        request_id: str,
-        outcome: Outcome,
-        latency_ms: float | None = None,
-        ttft_ms: float | None = None,
-        now: float | None = None,
-    ) -> Transition:
-        keys, args = record_call(
-            deployment_id,
-            request_id=request_id,
-            outcome=outcome,
-            policy=self.policy,
-            latency_ms=latency_ms,
-            ttft_ms=ttft_ms,
-            now=now,
-        )
-        transition = record_result(await self.record_script(keys=keys, args=args), deployment_id)
-        observe([transition])
-        return transition
-
-    async def health(self, deployment_ids: Sequence[int], *, now: float | None = None) -> dict[int, Health]:
-        if not deployment_ids:
-            return {}
-        keys, args = health_call(deployment_ids, self.policy, now)
-        return health_result(await self.health_script(keys=keys, args=args), deployment_ids)
+def health(
+    deployment_ids: Sequence[int], *, policy: BreakerPolicy | None = None, now: float | None = None
+) -> Invocation[dict[int, Health]]:
+    """State and health figures of many deployments in one round trip."""
+    if not deployment_ids:
+        return answered({})
+    policy = policy or BreakerPolicy.from_settings()
+    args = [_now_arg(now), policy.bucket_ms, policy.buckets]
+    return Invocation(HEALTH, _keys(deployment_ids), args, lambda reply: _health_of(reply, deployment_ids))
 
 
 def breakers_force_open(*, deployment_ids: Sequence[int]) -> list[Transition]:
     """Operators: opens the breakers of these deployments until someone closes them."""
-    return Breakers(redis.sync_client()).force_open(deployment_ids)
+    return scripts.run(redis.sync_client(), force_open(deployment_ids))
 
 
 def breakers_force_close(*, deployment_ids: Sequence[int]) -> list[Transition]:
     """Operators: closes the breakers of these deployments (their manual enable switch is untouched)."""
-    return Breakers(redis.sync_client()).force_close(deployment_ids)
+    return scripts.run(redis.sync_client(), force_close(deployment_ids))
 
 
 def deployments_health(*, deployment_ids: Sequence[int]) -> dict[int, Health]:
-    return Breakers(redis.sync_client()).health(deployment_ids)
+    return scripts.run(redis.sync_client(), health(deployment_ids))

@@ -11,6 +11,7 @@ from typing import Any
 
 from accounts.selectors import KeyCredentials
 from gateway import strategies
+from gateway.core import Gateway
 from gateway.guards import Guards
 from gateway.protocol import Request
 from gateway.reservations import Reservation
@@ -48,6 +49,10 @@ class Call:
     cost: Decimal | None = None  # credits, once usage is known
     reservation: Reservation | None = None  # credits held before the upstream call
     charged: Decimal = Decimal(0)  # what the ledger is asked to take: min(cost, hold)
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.request.gateway
 
     @property
     def provider(self) -> str:

@@ -8,20 +8,17 @@ settle's. Each script is atomic on its own.
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from accounts.selectors import KeyCredentials
 from gateway import breakers, limits, strategies
-from gateway.breakers import AsyncBreakers, Outcome, Verdict
+from gateway.breakers import BreakerPolicy, Checked, Outcome, Verdict
 from gateway.errors import GatewayError
-from gateway.limits import AsyncLimits, Decision, Demand
+from gateway.limits import Decision, Demand
 from gateway.reservations import Bounds
-from oneflow.lib import redis
-from oneflow.lib.redis import ScriptCall
+from oneflow.lib.scripts import Invocation
 from providers.selectors import DeploymentView, ModelView
 
 _VERDICT_HEALTH = {
@@ -30,24 +27,6 @@ _VERDICT_HEALTH = {
     Verdict.OPEN: "open",
     Verdict.HALF_OPEN_BUSY: "open",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class _Scripts:
-    limits: AsyncLimits
-    breakers: AsyncBreakers
-
-
-_scripts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Scripts] = weakref.WeakKeyDictionary()
-
-
-def _loop_scripts() -> _Scripts:
-    loop = asyncio.get_running_loop()
-    scripts = _scripts.get(loop)
-    if scripts is None:
-        client = redis.loop_client()
-        scripts = _scripts[loop] = _Scripts(AsyncLimits(client), AsyncBreakers(client))
-    return scripts
 
 
 def demand_of(bounds: Bounds) -> Demand:
@@ -64,6 +43,8 @@ class Guards:
     demand: Demand
     deployment_ids: list[int]
     wants_health: bool
+    policy: BreakerPolicy
+    version: limits.Version  # of the Config the rules were read from
     quota_deployments: list[DeploymentView] = field(default_factory=list)
     headroom: dict[int, bool] = field(default_factory=dict)  # provider quotas: False = would hit a 429
     decision: Decision | None = None
@@ -71,8 +52,6 @@ class Guards:
     health: dict[int, strategies.Health] = field(default_factory=dict)
     released: bool = False
     limits_pending: bool = True  # False once the limits admitted (or refused) this request
-    _completes_limits: bool = False
-    _recorded: list[tuple[int, Outcome, float | None]] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -84,6 +63,8 @@ class Guards:
         catalog_find: Callable[[str], ModelView | None],
         body: dict[str, Any],
         bounds: Bounds,
+        policy: BreakerPolicy,
+        version: limits.Version,
     ) -> Guards:
         candidates = list(model.deployments)
         for name in model.fallback_models:
@@ -91,56 +72,52 @@ class Guards:
             candidates += fallback.deployments if fallback else ()
         ids = list(dict.fromkeys(d.id for d in candidates))
         wants_health = model.strategy == "fastest" or bool(model.max_latency_ms) or "provider" in body
-        guards = cls(request_id, limits.rules_for(key), demand_of(bounds), ids, wants_health)
+        guards = cls(request_id, limits.rules_for(key), demand_of(bounds), ids, wants_health, policy, version)
         guards.quota_deployments = [d for d in candidates if d.rpm_quota is not None or d.tpm_quota is not None]
         return guards
 
-    def admission_calls(self) -> list[ScriptCall]:
-        scripts = _loop_scripts()
-        calls: list[ScriptCall] = []
+    def admission(self) -> list[Invocation[Any]]:
+        """The scripts that judge the request; ``take`` reads their replies in this order."""
+        calls: list[Invocation[Any]] = []
         if self.rules and self.limits_pending:
-            keys, args = limits.admit_call(self.rules, self.demand, request_id=self.request_id)
-            calls.append((scripts.limits.admit_script, keys, args))
+            calls.append(limits.admit(self.rules, self.demand, request_id=self.request_id, version=self.version))
         if self.deployment_ids:
-            policy = scripts.breakers.policy
-            keys, args = breakers.check_call(self.deployment_ids, request_id=self.request_id, policy=policy)
-            calls.append((scripts.breakers.check_script, keys, args))
+            calls.append(breakers.check(self.deployment_ids, request_id=self.request_id, policy=self.policy))
             if self.wants_health:
-                keys, args = breakers.health_call(self.deployment_ids, policy, None)
-                calls.append((scripts.breakers.health_script, keys, args))
-        if self.quota_deployments:
-            rules = limits.all_quota_rules(self.quota_deployments)
-            keys, args = limits.admit_call(rules, self.demand, request_id="", mode="peek")
-            calls.append((scripts.limits.admit_script, keys, args))
+                calls.append(breakers.health(self.deployment_ids, policy=self.policy))
+            if self.quota_deployments:
+                calls.append(limits.headroom(self.quota_deployments, self.demand))
         return calls
 
     def take(self, replies: list[Any]) -> None:
-        """Reads the admission scripts' replies, in the order admission_calls() sent them."""
+        """Reads the admission scripts' replies, in the order ``admission`` sent them."""
         replies = list(replies)
         if self.rules and self.limits_pending:
-            self.decision = limits.admit_result(replies.pop(0), self.rules)
-        self.limits_pending = False
-        if self.deployment_ids:
-            self.verdicts, moved = breakers.check_result(replies.pop(0), self.deployment_ids)
-            breakers.observe(moved)
-            measured = breakers.health_result(replies.pop(0), self.deployment_ids) if self.wants_health else {}
-            if self.quota_deployments:
-                peeked = limits.admit_result(replies.pop(-1), limits.all_quota_rules(self.quota_deployments))
-                self.headroom = limits.headroom_of(peeked, self.quota_deployments)
-            for deployment_id, verdict in self.verdicts.items():
-                known = measured.get(deployment_id)
-                self.health[deployment_id] = strategies.Health(
-                    breaker=_VERDICT_HEALTH[verdict],  # type: ignore[arg-type]
-                    latency_ewma_ms=known.latency_ms if known else None,
-                    ttft_ewma_ms=known.ttft_ms if known else None,
-                    error_rate=(known.error_rate or 0.0) if known else 0.0,
-                )
+            decision: Decision = replies.pop(0)
+            # Rules of a stale Config judged nothing: the request is judged again on a newer one.
+            self.decision = None if decision.stale else decision
+        self.limits_pending = self.rules != [] and self.decision is None
+        if not self.deployment_ids:
+            return
+        checked: Checked = replies.pop(0)
+        self.verdicts = checked.verdicts
+        measured: dict[int, breakers.Health] = replies.pop(0) if self.wants_health else {}
+        if self.quota_deployments:
+            self.headroom = replies.pop(0)
+        for deployment_id, verdict in self.verdicts.items():
+            known = measured.get(deployment_id)
+            self.health[deployment_id] = strategies.Health(
+                breaker=_VERDICT_HEALTH[verdict],  # type: ignore[arg-type]
+                latency_ewma_ms=known.latency_ms if known else None,
+                ttft_ewma_ms=known.ttft_ms if known else None,
+                error_rate=(known.error_rate or 0.0) if known else 0.0,
+            )
 
     def carry_limits(self, previous: Guards) -> bool:
         """Keeps the limits' verdict of an earlier admission of the same request
         (judged again on a newer Config), so it is counted once; False, keeping
         nothing, when the newer Config has other rules (a limit just changed)."""
-        if previous.rules != self.rules:
+        if previous.limits_pending or previous.rules != self.rules:
             return False
         self.rules, self.demand, self.decision = previous.rules, previous.demand, previous.decision
         self.limits_pending = False
@@ -158,51 +135,38 @@ class Guards:
             return limits.anthropic_limit_headers(self.decision)
         return limits.limit_headers(self.decision)
 
-    def completion_calls(
+    def completion(
         self, *, used: Demand | None, attempts: list[dict[str, Any]], ttft_ms: int | None
-    ) -> list[ScriptCall]:
+    ) -> list[Invocation[Any]]:
         """Releases the concurrency slot, moves token counts to what was used, and
-        tells each deployment's breaker how its attempt went (once)."""
+        tells each deployment's breaker how its attempt went (once). Reading the
+        breakers' replies reports their state changes to the metrics."""
         if self.released:
             return []
         self.released = True
-        scripts = _loop_scripts()
-        calls: list[ScriptCall] = []
-        admitted = self.decision is not None and self.decision.admitted
-        if admitted:
-            keys, args = limits.complete_call(
-                self.rules, request_id=self.request_id, counted=self.demand, used=used or Demand()
+        calls: list[Invocation[Any]] = []
+        if self.decision is not None and self.decision.admitted:
+            counted, spent = self.demand, used or Demand()
+            calls.append(
+                limits.complete(
+                    self.rules, request_id=self.request_id, counted=counted, used=spent, version=self.version
+                )
             )
-            if keys:
-                calls.append((scripts.limits.complete_script, keys, args))
-        self._completes_limits = bool(calls)
-        self._recorded = self._outcomes(attempts)
-        for deployment_id, outcome, latency in self._recorded:
-            keys, args = breakers.record_call(
-                deployment_id,
-                request_id=self.request_id,
-                outcome=outcome,
-                policy=scripts.breakers.policy,
-                latency_ms=latency if outcome is Outcome.SUCCESS else None,
-                ttft_ms=ttft_ms if outcome is Outcome.SUCCESS else None,
+        for deployment_id, outcome, latency in self._outcomes(attempts):
+            success = outcome is Outcome.SUCCESS
+            calls.append(
+                breakers.record(
+                    deployment_id,
+                    request_id=self.request_id,
+                    outcome=outcome,
+                    policy=self.policy,
+                    latency_ms=latency if success else None,
+                    ttft_ms=ttft_ms if success else None,
+                )
             )
-            calls.append((scripts.breakers.record_script, keys, args))
-        for deployment in self._quota_used(attempts):
-            # Counted after the fact: provider quotas steer traffic, the provider enforces them.
-            keys, args = limits.admit_call(
-                limits.quota_rules(deployment), used or Demand(), request_id="", mode="force"
-            )
-            calls.append((scripts.limits.admit_script, keys, args))
+        # Counted after the fact: provider quotas steer traffic, the provider enforces them.
+        calls += [limits.count(deployment, used or Demand()) for deployment in self._quota_used(attempts)]
         return calls
-
-    def completed(self, replies: list[Any]) -> None:
-        """Reads the completion scripts' replies: breaker changes go to the metrics."""
-        records = replies[1:] if self._completes_limits else replies
-        transitions = [
-            breakers.record_result(reply, deployment_id)
-            for reply, (deployment_id, _, _) in zip(records, self._recorded, strict=False)
-        ]
-        breakers.observe(transitions)
 
     def prefer_headroom(self, deployments: list[DeploymentView]) -> list[DeploymentView]:
         """The plan with deployments whose provider quota is used up moved last."""

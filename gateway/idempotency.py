@@ -21,20 +21,19 @@ import hashlib
 import logging
 import re
 import secrets
-import weakref
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from redis.commands.core import AsyncScript
+import redis.asyncio
 from redis.exceptions import RedisError
 
 from accounts.keys import raw_key_prefix
 from gateway.errors import GatewayError
 from gateway.protocol import ClientGone, Message, Request, Send, raw_key
-from gateway.snapshots import snapshots
-from oneflow.lib import json
-from oneflow.lib import redis as redis_seam
+from oneflow.lib import json, redis_keys, scripts
+from oneflow.lib.scripts import Invocation, Script
 
 logger = logging.getLogger(__name__)
 
@@ -108,22 +107,22 @@ class _Entry:
     marker: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class _Scripts:
-    claim: AsyncScript
-    finish: AsyncScript
+CLAIM = Script("idempotency.claim", _CLAIM)
+FINISH = Script("idempotency.finish", _FINISH)
 
 
-_scripts_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Scripts] = weakref.WeakKeyDictionary()
+def _found(reply: Any) -> bytes | None:
+    return reply or None
 
 
-def _scripts() -> _Scripts:
-    loop = asyncio.get_running_loop()
-    scripts = _scripts_by_loop.get(loop)
-    if scripts is None:
-        client = redis_seam.loop_client()
-        scripts = _scripts_by_loop[loop] = _Scripts(client.register_script(_CLAIM), client.register_script(_FINISH))
-    return scripts
+def claim(entry: _Entry) -> Invocation[bytes | None]:
+    """None when the key was free and is now ours, else what it holds."""
+    return Invocation(CLAIM, [entry.redis_key], [entry.marker, IN_FLIGHT_TTL_SECONDS], _found)
+
+
+def finish(entry: _Entry, stored: bytes) -> Invocation[bool]:
+    """Stores the answer (``b""`` releases the key) if our marker still holds it."""
+    return Invocation(FINISH, [entry.redis_key], [entry.marker, stored, STORED_TTL_SECONDS], bool)
 
 
 async def guarded(request: Request, dispatch: Dispatch, *, render_error: RenderError) -> None:
@@ -140,7 +139,7 @@ async def guarded(request: Request, dispatch: Dispatch, *, render_error: RenderE
         return
     try:
         entry = await _entry(request, value)
-        found = None if entry is None else await _claim(entry)
+        found = None if entry is None else await _claim(request.gateway.redis, entry)
     except ClientGone:
         return
     except GatewayError as error:
@@ -159,7 +158,7 @@ async def guarded(request: Request, dispatch: Dispatch, *, render_error: RenderE
     else:
         try:
             # The key may have been revoked (or expired) since its first answer.
-            await (await snapshots.fresh()).authenticate(raw_key(request))
+            await (await request.gateway.snapshots.fresh()).authenticate(raw_key(request))
         except GatewayError as error:
             await render_error(request, error)
             return
@@ -184,7 +183,7 @@ async def _entry(request: Request, value: str) -> _Entry | None:
         fingerprint.update(part + b"\0")
     key_digest = hashlib.sha256(key.encode()).digest()[:_KEY_DIGEST_BYTES]
     return _Entry(
-        redis_key=f"oneflow:idempotency:{prefix}:{value}",
+        redis_key=redis_keys.idempotency(prefix, value),
         key_digest=key_digest,
         fingerprint=fingerprint.digest(),
         marker=_PENDING + key_digest + fingerprint.digest() + secrets.token_bytes(16),
@@ -205,9 +204,9 @@ async def _read_body(request: Request) -> bytes:
     return body
 
 
-async def _claim(entry: _Entry) -> bytes | None:
+async def _claim(client: redis.asyncio.Redis, entry: _Entry) -> bytes | None:
     try:
-        found: bytes | None = await _scripts().claim(keys=[entry.redis_key], args=[entry.marker, IN_FLIGHT_TTL_SECONDS])
+        found = await scripts.arun(client, claim(entry))
     except RedisError:
         # Running without the key could charge a repeat twice: refuse instead.
         logger.warning("idempotency key could not be claimed", exc_info=True)
@@ -286,12 +285,12 @@ async def _run_first(request: Request, entry: _Entry, dispatch: Dispatch) -> Non
             stored = await _encode(entry, recorder)
     finally:
         # Also on cancellation: a key left in flight would block retries for its whole TTL.
-        await _finish(entry, stored)
+        await _finish(request.gateway.redis, entry, stored)
 
 
-async def _finish(entry: _Entry, stored: bytes) -> None:
+async def _finish(client: redis.asyncio.Redis, entry: _Entry, stored: bytes) -> None:
     try:
-        await _scripts().finish(keys=[entry.redis_key], args=[entry.marker, stored, STORED_TTL_SECONDS])
+        await scripts.arun(client, finish(entry, stored))
     except RedisError:
         # The answer is already out; the marker expires with its TTL.
         logger.warning("idempotency key could not be stored or released", exc_info=True)

@@ -28,9 +28,8 @@ Time is Redis's own clock (``TIME``), the one clock every replica shares,
 unless the caller passes ``now`` (tests).
 
 All-or-nothing: the script measures every rule first and counts the request in
-all of them only if all fit. The gateway may send it in the same pipeline as
-its credit hold: ``admit_call`` builds the keys and arguments of
-``ADMIT_SCRIPT`` and ``admit_result`` reads its reply.
+all of them only if all fit. ``admit`` returns the script's invocation (oneflow.lib.scripts), which
+the gateway runs in the same round trip as its credit hold and jobs run alone.
 
 Provider quotas per deployment (``Deployment.rpm_quota`` / ``tpm_quota``) use
 the same script: ``peek`` tells which deployments have headroom, ``force``
@@ -48,12 +47,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-import redis as redis_lib
-import redis.asyncio
-from redis.commands.core import AsyncScript, Script
-
 from accounts.selectors import KeyCredentials, RateLimits
 from gateway.errors import GatewayError
+from oneflow.lib import redis_keys
+from oneflow.lib.scripts import Invocation, Script, answered
 from providers.selectors import DeploymentView
 
 # A concurrency slot lapses this long after admission unless released first:
@@ -84,16 +81,20 @@ end
 ADMIT_SCRIPT = (
     _NOW
     + """
--- KEYS: one counter per rule
+-- KEYS: the configuration version, then one counter per rule
 -- ARGV: now ms ('' = Redis time), mode (admit | peek | force), request id,
---       concurrency lease ms, then per rule: kind (r rate | c concurrency), limit, window ms, cost
--- Returns {admitted, now ms, then per rule: remaining, reset ms, fits, retry ms (-1 unknown, -2 never)}.
+--       concurrency lease ms, the version the rules were read under ('' = any),
+--       then per rule: kind (r rate | c concurrency), limit, window ms, cost
+-- Returns {admitted, now ms, then per rule: remaining, reset ms, fits, retry ms (-1 unknown, -2 never)},
+-- or {-1, now ms} when the rules are not the current configuration's: then
+-- nothing is touched, as a stale limit would drain the counter at its own rate.
 -- admit counts the request in every rule if all fit, else in none; peek
 -- counts nothing; force counts it whatever the rules say.
 local now, mode, id, lease = now_ms(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+if ARGV[5] ~= '' and (redis.call('GET', KEYS[1]) or '-') ~= ARGV[5] then return {-1, now} end
 local rules, admitted = {}, 1
-for i = 1, #KEYS do
-  local at = 4 + (i - 1) * 4
+for i = 2, #KEYS do
+  local at = 5 + (i - 2) * 4
   local r = {kind = ARGV[at + 1], limit = tonumber(ARGV[at + 2]), window = tonumber(ARGV[at + 3])}
   local cost = tonumber(ARGV[at + 4])
   if r.kind == 'c' then
@@ -109,11 +110,12 @@ for i = 1, #KEYS do
   end
   r.fits = r.level + r.need <= r.cap
   if not r.fits then admitted = 0 end
-  rules[i] = r
+  rules[#rules + 1] = r
 end
 local counted = mode == 'force' or (mode == 'admit' and admitted == 1)
 local reply = {counted and 1 or 0, now}
-for i, r in ipairs(rules) do
+for n, r in ipairs(rules) do
+  local i = n + 1
   local level = counted and r.level + r.need or r.level
   local remaining, reset, retry
   if r.kind == 'c' then
@@ -141,19 +143,22 @@ return reply
 COMPLETE_SCRIPT = (
     _NOW
     + """
--- KEYS: one counter per rule to settle
--- ARGV: now ms ('' = Redis time), request id, then per rule: kind, limit, window ms, delta
+-- KEYS: the configuration version, then one counter per rule to settle
+-- ARGV: now ms ('' = Redis time), request id, the version the rules were read
+--       under ('' = any), then per rule: kind, limit, window ms, delta
 -- Releases the request's concurrency slots and moves each token counter by
--- delta (actual minus counted tokens; negative gives tokens back).
+-- delta (actual minus counted tokens; negative gives tokens back); under
+-- another configuration the counters are left alone (their limits changed).
 -- Returns the number of slots released.
 local now, id, released = now_ms(ARGV[1]), ARGV[2], 0
-for i = 1, #KEYS do
-  local at = 2 + (i - 1) * 4
+local current = ARGV[3] == '' or (redis.call('GET', KEYS[1]) or '-') == ARGV[3]
+for i = 2, #KEYS do
+  local at = 3 + (i - 2) * 4
   local kind, limit = ARGV[at + 1], tonumber(ARGV[at + 2])
   local window, delta = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
   if kind == 'c' then
     released = released + redis.call('ZREM', KEYS[i], id)
-  elseif delta ~= 0 and limit > 0 then
+  elseif current and delta ~= 0 and limit > 0 then
     store(KEYS[i], math.max(0, drained(KEYS[i], limit, now) + delta * window), limit, now)
   end
 end
@@ -222,6 +227,7 @@ class Decision:
     admitted: bool
     states: tuple[RuleState, ...]
     now: float  # unix seconds, by the clock the script used
+    stale: bool = False  # the rules were not the current configuration's: nothing judged
 
     @property
     def refused(self) -> tuple[RuleState, ...]:
@@ -256,7 +262,7 @@ def _scope_rules(scope: str, subject_id: int, limits: RateLimits) -> list[Rule]:
         limit = getattr(limits, field)
         if limit is not None:
             name = f"{scope}-{field.replace('_', '-')}"
-            rules.append(Rule(name, f"oneflow:limit:{scope}:{subject_id}:{field}", kind, int(limit), window))
+            rules.append(Rule(name, redis_keys.limit(scope, subject_id, field), kind, int(limit), window))
     return rules
 
 
@@ -272,13 +278,16 @@ def quota_rules(deployment: DeploymentView) -> list[Rule]:
     """The provider's quotas of one deployment (none when it has none)."""
     rules = []
     if deployment.rpm_quota is not None:
-        key = f"oneflow:limit:deployment:{deployment.id}:rpm"
+        key = redis_keys.limit("deployment", deployment.id, "rpm")
         rules.append(Rule("deployment-rpm", key, Kind.REQUESTS, deployment.rpm_quota, 60))
     if deployment.tpm_quota is not None:
-        key = f"oneflow:limit:deployment:{deployment.id}:tpm"
+        key = redis_keys.limit("deployment", deployment.id, "tpm")
         rules.append(Rule("deployment-tpm", key, Kind.TOKENS, deployment.tpm_quota, 60))
     return rules
 
+
+ADMIT = Script("limits.admit", ADMIT_SCRIPT)
+COMPLETE = Script("limits.complete", COMPLETE_SCRIPT)
 
 Mode = Literal["admit", "peek", "force"]
 
@@ -291,29 +300,14 @@ def _rule_args(rule: Rule, amount: int) -> list[Any]:
     return ["r" if rule.is_rate else "c", rule.limit, rule.window * 1000, amount]
 
 
-def admit_call(
-    rules: Sequence[Rule],
-    demand: Demand,
-    *,
-    request_id: str,
-    mode: Mode = "admit",
-    now: float | None = None,
-    lease_seconds: int = CONCURRENCY_LEASE_SECONDS,
-) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of ``ADMIT_SCRIPT``; ``mode`` is admit, peek or force."""
-    args: list[Any] = [_now_arg(now), mode, request_id, lease_seconds * 1000]
-    for rule in rules:
-        args += _rule_args(rule, demand.cost(rule.kind))
-    return [rule.key for rule in rules], args
-
-
 def _retry(value: int) -> float | None:
     return {-1: None, -2: math.inf}.get(value, value / 1000)
 
 
-def admit_result(reply: Any, rules: Sequence[Rule]) -> Decision:
-    """The decision in ``ADMIT_SCRIPT``'s reply to ``admit_call(rules, ...)``."""
+def _decision(reply: Any, rules: Sequence[Rule]) -> Decision:
     values = [int(value) for value in reply]
+    if values[0] == -1:
+        return Decision(admitted=False, states=(), now=values[1] / 1000, stale=True)
     states = []
     for index, rule in enumerate(rules):
         remaining, reset, fits, retry = values[2 + 4 * index : 6 + 4 * index]
@@ -321,113 +315,98 @@ def admit_result(reply: Any, rules: Sequence[Rule]) -> Decision:
     return Decision(admitted=bool(values[0]), states=tuple(states), now=values[1] / 1000)
 
 
-def complete_call(
-    rules: Sequence[Rule], *, request_id: str, counted: Demand, used: Demand, now: float | None = None
-) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of ``COMPLETE_SCRIPT``: release the slots, move token counters from ``counted`` to ``used``."""
-    keys: list[str] = []
-    args: list[Any] = [_now_arg(now), request_id]
-    for rule in rules:
-        delta = used.cost(rule.kind) - counted.cost(rule.kind) if rule.kind in _TOKEN_KINDS else 0
-        if rule.kind is Kind.CONCURRENCY or delta:
-            keys.append(rule.key)
-            args += _rule_args(rule, delta)
-    return keys, args
-
-
 def _unlimited() -> Decision:
     """The decision when no rule applies, without a round trip."""
     return Decision(admitted=True, states=(), now=time.time())
 
 
-def headroom_of(decision: Decision, deployments: Sequence[DeploymentView]) -> dict[int, bool]:
+Version = bytes | str | None  # a configuration version as Redis returns it
+
+
+def _version_arg(version: Version | Literal[""]) -> bytes | str:
+    """'' checks nothing; a missing version key reads as '-' in the scripts."""
+    return "-" if version is None else version
+
+
+def _admission(
+    rules: Sequence[Rule],
+    demand: Demand,
+    *,
+    request_id: str,
+    mode: Mode,
+    now: float | None,
+    version: Version | Literal[""] = "",
+) -> Invocation[Decision]:
+    if not rules:
+        return answered(_unlimited())
+    args: list[Any] = [_now_arg(now), mode, request_id, CONCURRENCY_LEASE_SECONDS * 1000, _version_arg(version)]
+    for rule in rules:
+        args += _rule_args(rule, demand.cost(rule.kind))
+    keys = [redis_keys.CONFIG_VERSION, *(rule.key for rule in rules)]
+    return Invocation(ADMIT, keys, args, lambda reply: _decision(reply, rules))
+
+
+def admit(
+    rules: Sequence[Rule],
+    demand: Demand,
+    *,
+    request_id: str,
+    version: Version | Literal[""] = "",
+    now: float | None = None,
+) -> Invocation[Decision]:
+    """Counts the request in every rule if all of them fit, else in none. With the
+    configuration ``version`` the rules were read under, a Redis that has moved on
+    judges nothing and answers a stale Decision."""
+    return _admission(rules, demand, request_id=request_id, mode="admit", now=now, version=version)
+
+
+def complete(
+    rules: Sequence[Rule],
+    *,
+    request_id: str,
+    counted: Demand,
+    used: Demand,
+    version: Version | Literal[""] = "",
+    now: float | None = None,
+) -> Invocation[int]:
+    """Releases the request's slots and moves its token counts from ``counted`` to
+    ``used`` (only while ``version`` is current); the number of slots released."""
+    keys: list[str] = [redis_keys.CONFIG_VERSION]
+    args: list[Any] = [_now_arg(now), request_id, _version_arg(version)]
+    for rule in rules:
+        delta = used.cost(rule.kind) - counted.cost(rule.kind) if rule.kind in _TOKEN_KINDS else 0
+        if rule.kind is Kind.CONCURRENCY or delta:
+            keys.append(rule.key)
+            args += _rule_args(rule, delta)
+    return Invocation(COMPLETE, keys, args, int) if len(keys) > 1 else answered(0)
+
+
+def headroom(
+    deployments: Sequence[DeploymentView], demand: Demand, *, now: float | None = None
+) -> Invocation[dict[int, bool]]:
+    """Per deployment id: whether its provider quotas can take this request now (counts nothing)."""
+    rules = all_quota_rules(deployments)
+    if not rules:
+        return answered({d.id: True for d in deployments})
+    peek = _admission(rules, demand, request_id="", mode="peek", now=now)
+    return Invocation(peek.script, peek.keys, peek.args, lambda reply: _headroom_of(peek.reply(reply), deployments))
+
+
+def count(
+    deployment: DeploymentView, demand: Demand, *, request_id: str = "", now: float | None = None
+) -> Invocation[Decision]:
+    """Counts the request against the deployment's provider quotas, whether they have
+    room or not: provider quotas steer traffic, the provider enforces them."""
+    return _admission(quota_rules(deployment), demand, request_id=request_id, mode="force", now=now)
+
+
+def _headroom_of(decision: Decision, deployments: Sequence[DeploymentView]) -> dict[int, bool]:
     full = {state.rule.key for state in decision.states if not state.fits}
     return {d.id: not any(rule.key in full for rule in quota_rules(d)) for d in deployments}
 
 
 def all_quota_rules(deployments: Iterable[DeploymentView]) -> list[Rule]:
     return [rule for deployment in deployments for rule in quota_rules(deployment)]
-
-
-class Limits:
-    """The scripts through a synchronous client (jobs, the admin, tests)."""
-
-    def __init__(self, client: redis_lib.Redis) -> None:
-        self.admit_script: Script = client.register_script(ADMIT_SCRIPT)
-        self.complete_script: Script = client.register_script(COMPLETE_SCRIPT)
-
-    def admit(self, rules: Sequence[Rule], demand: Demand, *, request_id: str, now: float | None = None) -> Decision:
-        if not rules:
-            return _unlimited()
-        keys, args = admit_call(rules, demand, request_id=request_id, now=now)
-        return admit_result(self.admit_script(keys=keys, args=args), rules)
-
-    def complete(
-        self, rules: Sequence[Rule], *, request_id: str, counted: Demand, used: Demand, now: float | None = None
-    ) -> int:
-        """Releases the request's slots and corrects its tokens; the number of slots released."""
-        keys, args = complete_call(rules, request_id=request_id, counted=counted, used=used, now=now)
-        return int(self.complete_script(keys=keys, args=args)) if keys else 0
-
-    def headroom(
-        self, deployments: Sequence[DeploymentView], demand: Demand, *, now: float | None = None
-    ) -> dict[int, bool]:
-        """Per deployment id: whether its provider quotas can take this request now."""
-        rules = all_quota_rules(deployments)
-        if not rules:
-            return {d.id: True for d in deployments}
-        keys, args = admit_call(rules, demand, request_id="", mode="peek", now=now)
-        return headroom_of(admit_result(self.admit_script(keys=keys, args=args), rules), deployments)
-
-    def count(
-        self, deployment: DeploymentView, demand: Demand, *, request_id: str, now: float | None = None
-    ) -> Decision:
-        """Counts the request against the deployment's provider quotas, whether they have room or not."""
-        rules = quota_rules(deployment)
-        if not rules:
-            return _unlimited()
-        keys, args = admit_call(rules, demand, request_id=request_id, mode="force", now=now)
-        return admit_result(self.admit_script(keys=keys, args=args), rules)
-
-
-class AsyncLimits:
-    """The gateway's side of the same scripts, through its asyncio client."""
-
-    def __init__(self, client: redis.asyncio.Redis) -> None:
-        self.admit_script: AsyncScript = client.register_script(ADMIT_SCRIPT)
-        self.complete_script: AsyncScript = client.register_script(COMPLETE_SCRIPT)
-
-    async def admit(
-        self, rules: Sequence[Rule], demand: Demand, *, request_id: str, now: float | None = None
-    ) -> Decision:
-        if not rules:
-            return _unlimited()
-        keys, args = admit_call(rules, demand, request_id=request_id, now=now)
-        return admit_result(await self.admit_script(keys=keys, args=args), rules)
-
-    async def complete(
-        self, rules: Sequence[Rule], *, request_id: str, counted: Demand, used: Demand, now: float | None = None
-    ) -> int:
-        keys, args = complete_call(rules, request_id=request_id, counted=counted, used=used, now=now)
-        return int(await self.complete_script(keys=keys, args=args)) if keys else 0
-
-    async def headroom(
-        self, deployments: Sequence[DeploymentView], demand: Demand, *, now: float | None = None
-    ) -> dict[int, bool]:
-        rules = all_quota_rules(deployments)
-        if not rules:
-            return {d.id: True for d in deployments}
-        keys, args = admit_call(rules, demand, request_id="", mode="peek", now=now)
-        return headroom_of(admit_result(await self.admit_script(keys=keys, args=args), rules), deployments)
-
-    async def count(
-        self, deployment: DeploymentView, demand: Demand, *, request_id: str, now: float | None = None
-    ) -> Decision:
-        rules = quota_rules(deployment)
-        if not rules:
-            return _unlimited()
-        keys, args = admit_call(rules, demand, request_id=request_id, mode="force", now=now)
-        return admit_result(await self.admit_script(keys=keys, args=args), rules)
 
 
 def openai_duration(seconds: float) -> str:

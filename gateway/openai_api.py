@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import protocol, validation
+from gateway.admission import admit
+from gateway.attempts import complete, open_stream
 from gateway.call import Call
 from gateway.errors import bad_request, model_not_found
 from gateway.protocol import Request, raw_key
-from gateway.proxy import admit, complete, open_stream, price_call, recorded, respond
-from gateway.snapshots import snapshots
+from gateway.settlement import price_call, recorded, respond
 from gateway.streaming import forward
 from oneflow.lib import json, sse
 from providers.adapters import UpstreamError
@@ -72,7 +73,7 @@ def _model_object(model: Any) -> dict[str, Any]:
 
 
 async def _visible_models(request: Request) -> list[Any]:
-    config = await snapshots.fresh()
+    config = await request.gateway.snapshots.fresh()
     key = await config.authenticate(raw_key(request))
     return [model for model in config.catalog.listed if config.visible(model, key)]
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oneflow.lib import json
+
+if TYPE_CHECKING:
+    from gateway.core import Gateway
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,6 +29,7 @@ class ClientGone(Exception):
 class Request:
     __slots__ = (
         "extra_headers",
+        "gateway",
         "headers",
         "method",
         "path",
@@ -38,7 +42,8 @@ class Request:
         "started_wall",
     )
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send, gateway: Gateway) -> None:
+        self.gateway = gateway  # the worker's clients and state (gateway.core)
         self.scope = scope
         self.receive = receive
         self.send = send

@@ -11,56 +11,30 @@ in all: hold, then settle-and-record.
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from redis.exceptions import LockError
 
-from billing.holds import MAX_UNITS, AsyncHolds, BudgetSlot, Event, HoldResult, to_credits, to_units
-from billing.journal import UsageJournal
+from billing import holds
+from billing.holds import MAX_UNITS, RELEASE, BudgetSlot, Event, HoldResult, HoldStatus, to_credits, to_units
 from billing.selectors import BudgetView, PriceBook, budget_spent, credits_balance
-from billing.usage import DRAIN_LOCK
 from gateway.errors import GatewayError
-from oneflow.lib import config_version, money, redis
+from oneflow.lib import money, redis_keys, scripts
 from oneflow.lib.db import in_thread
-from oneflow.lib.redis import ScriptCall, run_scripts
+from oneflow.lib.scripts import Invocation
 from providers import tokens
 from providers.selectors import ModelView
 
+if TYPE_CHECKING:
+    from gateway.core import Gateway
+
 BUDGET_KEY_GRACE_SECONDS = 3600  # a window's counter outlives it by this much
 SEED_LOCK_SECONDS = 10  # a seeding request waits this long for the drain's batch in progress
-
-
-@dataclass(frozen=True, slots=True)
-class _LoopState:
-    holds: AsyncHolds
-    journal: UsageJournal
-
-
-_state: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
-
-
-def _loop_state() -> _LoopState:
-    loop = asyncio.get_running_loop()
-    state = _state.get(loop)
-    if state is None:
-        client = redis.loop_client()
-        holds = AsyncHolds(client)
-        state = _state[loop] = _LoopState(holds, UsageJournal(client, holds))
-    return state
-
-
-async def close() -> None:
-    """At shutdown: sends what the journal could not send yet."""
-    state = _state.pop(asyncio.get_running_loop(), None)
-    if state is not None:
-        await state.journal.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +82,7 @@ def budget_slots(budgets: Sequence[BudgetView], now: datetime) -> list[BudgetSlo
         start, end = budget.window(now)
         slots.append(
             BudgetSlot(
-                key=f"oneflow:budget:{budget.id}:{int(start.timestamp())}",
+                key=redis_keys.budget_window(budget.id, int(start.timestamp())),
                 limit_units=to_units(budget.limit, round_up=False),
                 ttl_seconds=int((end - now).total_seconds()) + BUDGET_KEY_GRACE_SECONDS,
                 organization_id=budget.organization_id,
@@ -121,42 +95,39 @@ def budget_slots(budgets: Sequence[BudgetView], now: datetime) -> list[BudgetSlo
 
 
 async def reserve(
+    gateway: Gateway,
     *,
     organization_id: int,
     hold_id: str,
     cost: Decimal,
     budgets: Sequence[BudgetView],
-    extra: Sequence[ScriptCall] = (),
+    extra: Sequence[Invocation[Any]] = (),
 ) -> tuple[Reservation, list[Any]]:
     """Holds ``cost`` (rounded up to units) against the credits and budgets,
     running ``extra`` scripts in the same round trip; returns the reservation
     (with its refusal when it does not fit) and the extra scripts' replies."""
-    client = redis.loop_client()
+    client = gateway.redis
     if cost <= 0:
-        version: Any = await client.get(config_version.KEY)
-        return Reservation(None, (), version), await run_scripts(client, extra) if extra else []
+        version: Any = await client.get(redis_keys.CONFIG_VERSION)
+        return Reservation(None, (), version), await scripts.arun_all(client, extra)
     now = datetime.now(UTC)
     slots = budget_slots(budgets, now)
     units = to_units(cost, round_up=True)
     if units > MAX_UNITS:
-        version = await client.get(config_version.KEY)
-        refusal = _refusal(HoldResult(-1, 0, version), cost=cost, budgets=budgets, now=now)
-        return Reservation(None, (), version, refusal), await run_scripts(client, extra) if extra else []
-    holds = _loop_state().holds
+        version = await client.get(redis_keys.CONFIG_VERSION)
+        refusal = _refusal(HoldResult(HoldStatus.CREDITS_SHORT, 0, version), cost=cost, budgets=budgets, now=now)
+        return Reservation(None, (), version, refusal), await scripts.arun_all(client, extra)
+    hold = holds.hold(organization_id=organization_id, hold_id=hold_id, units=units, budgets=slots)
     replies: list[Any] | None = None
     for _ in range(1 + 1 + len(slots)):  # at most one seeding of each counter
-        result, more = await holds.hold(
-            organization_id=organization_id,
-            hold_id=hold_id,
-            units=units,
-            budgets=slots,
-            version_key=config_version.KEY,
-            extra=extra if replies is None else (),
-        )
+        result, *more = await scripts.arun_all(client, [hold, *(extra if replies is None else ())])
         replies = more if replies is None else replies
         if result.granted:
             return Reservation(units, tuple(slot.key for slot in slots), result.version), replies
-        if not await _seed_missing(result, organization_id=organization_id, budgets=budgets, slots=slots, now=now):
+        seeded = await _seed_missing(
+            gateway, result, organization_id=organization_id, budgets=budgets, slots=slots, now=now
+        )
+        if not seeded:
             refusal = _refusal(result, cost=cost, budgets=budgets, now=now)
             return Reservation(None, (), result.version, refusal), replies
     error = GatewayError(503, "Credits could not be reserved; try again.", code="hold_unavailable")
@@ -164,7 +135,13 @@ async def reserve(
 
 
 async def _seed_missing(
-    result: HoldResult, *, organization_id: int, budgets: Sequence[BudgetView], slots: list[BudgetSlot], now: datetime
+    gateway: Gateway,
+    result: HoldResult,
+    *,
+    organization_id: int,
+    budgets: Sequence[BudgetView],
+    slots: list[BudgetSlot],
+    now: datetime,
 ) -> bool:
     """Seeds the counter the script found missing from PostgreSQL; False when nothing was missing.
 
@@ -172,26 +149,27 @@ async def _seed_missing(
     and acknowledged (gone from Redis) before the script ran would be counted
     nowhere, letting the organization spend it twice.
     """
-    if result.status not in (-2, -3):
+    if not result.status.needs_seed:
         return False
-    holds = _loop_state().holds
+    client = gateway.redis
     try:
-        async with redis.loop_client().lock(DRAIN_LOCK, timeout=SEED_LOCK_SECONDS, blocking_timeout=SEED_LOCK_SECONDS):
-            if result.status == -2:
+        async with client.lock(redis_keys.DRAIN_LOCK, timeout=SEED_LOCK_SECONDS, blocking_timeout=SEED_LOCK_SECONDS):
+            if result.status is HoldStatus.CREDITS_NOT_SEEDED:
                 balance = await in_thread(lambda: credits_balance(organization_id=organization_id))
-                await holds.seed(organization_id=organization_id, ledger_units=to_units(balance, round_up=False))
+                units = to_units(balance, round_up=False)
+                await scripts.arun(client, holds.seed(organization_id=organization_id, ledger_units=units))
             else:
                 budget, slot = budgets[result.value - 1], slots[result.value - 1]
                 start, end = budget.window(now)
                 spent = await in_thread(lambda: budget_spent(budget=budget, start=start, end=end))
-                await holds.seed_budget(slot=slot, stored_units=to_units(spent, round_up=True))
+                await scripts.arun(client, holds.seed_budget(slot=slot, stored_units=to_units(spent, round_up=True)))
     except LockError:
         raise GatewayError(503, "Credits could not be reserved; try again.", code="hold_unavailable") from None
     return True
 
 
 def _refusal(result: HoldResult, *, cost: Decimal, budgets: Sequence[BudgetView], now: datetime) -> GatewayError:
-    if result.status == -4:
+    if result.status is HoldStatus.BUDGET_SHORT:
         budget = budgets[result.value - 1]
         _, end = budget.window(now)
         scope = "this API key" if budget.api_key_id else "your organization"
@@ -222,19 +200,20 @@ def charge_of(reservation: Reservation | None, cost: Decimal | None) -> tuple[De
 
 
 async def record(
+    gateway: Gateway,
     *,
     organization_id: int,
     hold_id: str,
     reservation: Reservation | None,
     charged_units: int,
     event: Event,
-    extra: Sequence[ScriptCall] = (),
+    extra: Sequence[Invocation[Any]] = (),
 ) -> list[Any]:
     """Settles the hold to ``charged_units`` (releasing the rest) and appends the
     usage event, in one script; ``extra`` scripts ride in the same round trip
     and their replies come back."""
     held = reservation is not None and reservation.units is not None
-    return await _loop_state().journal.record(
+    return await gateway.journal.record(
         organization_id=organization_id,
         hold_id=hold_id if held else "",
         charged_units=charged_units,
@@ -245,18 +224,23 @@ async def record(
 
 
 async def release(
-    *, organization_id: int, hold_id: str, reservation: Reservation, extra: Sequence[ScriptCall] = ()
+    gateway: Gateway,
+    *,
+    organization_id: int,
+    hold_id: str,
+    reservation: Reservation,
+    extra: Sequence[Invocation[Any]] = (),
 ) -> None:
     """Gives a hold back whole, recording nothing (the request is refused, or
     will be admitted again); ``extra`` scripts ride in the same round trip."""
+    calls = list(extra)
     if reservation.units is not None:
-        await _loop_state().holds.settle(
+        settle = holds.settle(
             organization_id=organization_id,
             hold_id=hold_id,
             charged_units=0,
-            event=Event(payload=b"", organization_id=organization_id, api_key_id=None, created_at=0),
+            event=RELEASE,
             budget_keys=reservation.budget_keys,
-            extra=extra,
         )
-    elif extra:
-        await run_scripts(redis.loop_client(), extra)
+        calls.insert(0, settle)
+    await scripts.arun_all(gateway.redis, calls)

@@ -20,11 +20,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import redis.asyncio
+
 from accounts.keys import raw_key_prefix
 from accounts.selectors import KeyCredentials, api_key_credentials
 from billing.selectors import BudgetBook, PriceBook, budget_book, price_book
 from gateway.errors import invalid_key
-from oneflow.lib import config_version, redis
+from oneflow.lib import redis_keys
 from oneflow.lib.db import in_thread
 from providers.selectors import Catalog, ModelView, catalog_build, model_grants
 
@@ -99,7 +101,8 @@ def _load(version: Version) -> Config:
 class Snapshots:
     """The worker's current Config, and the one way to get a newer one."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
         self.config: Config | None = None
         self._lock = asyncio.Lock()
 
@@ -116,7 +119,7 @@ class Snapshots:
         async with self._lock:
             if self.config is not None and self.config is not stale and not self.config.expired:
                 return self.config
-            version = await redis.loop_client().get(config_version.KEY)
+            version = await self.client.get(redis_keys.CONFIG_VERSION)
             # The version before the rows: data newer than its label only causes a
             # needless reload, never a request judged on data older than it claims.
             self.config = await in_thread(lambda: _load(version))
@@ -124,13 +127,10 @@ class Snapshots:
 
     async def checked(self, config: Config) -> Config:
         """``config`` if Redis still has its version, else a newer Config (one Redis read)."""
-        if await redis.loop_client().get(config_version.KEY) == config.version:
+        if await self.client.get(redis_keys.CONFIG_VERSION) == config.version:
             return config
         return await self.newer_than(config)
 
     async def fresh(self) -> Config:
         """A Config whose version Redis still has: for decisions made without a hold."""
         return await self.checked(await self.current())
-
-
-snapshots = Snapshots()

@@ -9,7 +9,7 @@ from typing import Any
 
 from gateway import protocol
 from gateway.call import Call
-from gateway.proxy import account_chunk, finish, settle_stream
+from gateway.settlement import account_chunk, finish, settle_stream
 from providers.adapters import UpstreamError
 
 

@@ -99,7 +99,7 @@ MIDDLEWARE = [
 ROOT_URLCONF = "oneflow.urls"
 # The proxy API (/v1/*): a lean ASGI app beside Django, named here because
 # nothing may import routing (see oneflow.asgi).
-ONEFLOW_PROXY_APP = "gateway.asgi.application"
+ONEFLOW_PROXY_APP = "gateway.asgi.GatewayApp"
 ASGI_APPLICATION = "oneflow.asgi.application"
 AUTH_USER_MODEL = "accounts.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

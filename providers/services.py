@@ -136,15 +136,15 @@ def deployment_test_connection(*, deployment: Deployment) -> tuple[bool, str]:
     else:
         request = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
 
-    async def probe() -> None:
+    async def probe(client: http.HttpClient) -> None:
         if deployment.public_model.kind == PublicModel.Kind.EMBEDDING:
-            await adapter.embeddings(view.target, request)
+            await adapter.embeddings(client, view.target, request)
         else:
-            await adapter.chat(view.target, request)
+            await adapter.chat(client, view.target, request)
 
     started = time.perf_counter()
     try:
-        http.run_apart(probe())
+        http.run_apart(probe)
     except UpstreamError as error:
         return False, f"{error.message} (HTTP {error.upstream_status or error.status})"
     return True, f"Answered in {(time.perf_counter() - started) * 1000:.0f} ms."

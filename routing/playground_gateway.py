@@ -80,12 +80,17 @@ class GatewayCall:
 
     async def _run(self) -> None:
         request_id_var.set(self.request_id)  # this task's own context: the gateway's logs carry its id
+        # A gateway of the call's own: the web worker's belongs to its /v1 traffic
+        # and its event loop, which a Django view need not share.
+        app = asgi.GatewayApp()
         try:
-            await asgi.application(self.scope, self._receive, self._send)
+            await app.start()
+            await app(self.scope, self._receive, self._send)
         except Exception:
             logger.exception("playground gateway call failed")
         finally:
             await self._messages.put(None)
+            await app.stop()
 
     # --- The dashboard side --------------------------------------------------------------
 

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gateway.breakers import Breakers, Outcome
-from oneflow.lib import http, redis
+import redis as redis_lib
+
+from gateway import breakers
+from gateway.breakers import Outcome
+from oneflow.lib import http, redis, scripts
 from providers.adapters import ErrorKind, UpstreamError, adapter_for, connection_error
 from providers.models import PublicModel
 from providers.selectors import Catalog, DeploymentView, catalog_build
@@ -68,20 +71,20 @@ def deployments_probe(*, now: float | None = None) -> dict[int, str]:
     is its own caller, so a half-open breaker still lets exactly one through.
     """
     deployments = _chat_deployments(catalog_build())
-    breakers = Breakers(redis.sync_client())
+    client = redis.sync_client()
     caller = f"probe-{uuid.uuid4().hex}"
-    verdicts = breakers.check([d.id for d in deployments], request_id=caller, now=now)
+    verdicts = scripts.run(client, breakers.check([d.id for d in deployments], request_id=caller, now=now)).verdicts
     allowed = [d for d in deployments if verdicts[d.id].allows]
     results = {d.id: ProbeResult.SKIPPED.value for d in deployments if not verdicts[d.id].allows}
     answers: dict[int, Answer] = {}
     try:
-        answers = http.run_apart(_probe_all(allowed))
+        answers = http.run_apart(lambda session: _probe_all(session, allowed))
     finally:
         # Whatever happened, every granted call is reported: a half-open
         # breaker whose probe never reports would wait out its lease.
         for deployment in allowed:
             answer = answers.get(deployment.id, Answer(ProbeResult.UNUSED))
-            results[deployment.id] = _record(breakers, deployment, answer, caller=caller, now=now)
+            results[deployment.id] = _record(client, deployment, answer, caller=caller, now=now)
     return results
 
 
@@ -91,23 +94,23 @@ def _chat_deployments(catalog: Catalog) -> list[DeploymentView]:
     return list(found.values())
 
 
-async def _probe_all(deployments: Sequence[DeploymentView]) -> dict[int, Answer]:
+async def _probe_all(session: http.HttpClient, deployments: Sequence[DeploymentView]) -> dict[int, Answer]:
     slots = asyncio.Semaphore(PROBE_CONCURRENCY)
 
     async def bounded(deployment: DeploymentView) -> tuple[int, Answer]:
         async with slots:
-            return deployment.id, await _deployment_probe(deployment)
+            return deployment.id, await _deployment_probe(session, deployment)
 
     return dict(await asyncio.gather(*(bounded(d) for d in deployments)))
 
 
-async def _deployment_probe(deployment: DeploymentView) -> Answer:
+async def _deployment_probe(session: http.HttpClient, deployment: DeploymentView) -> Answer:
     """One minimal chat request through the deployment's real adapter, classified."""
     target = deployment.target
     started = time.perf_counter()
     try:
         async with asyncio.timeout(min(target.connect_timeout + target.read_timeout, PROBE_TIMEOUT_CAP_SECONDS)):
-            await adapter_for(target.kind).chat(target, dict(PROBE_BODY))
+            await adapter_for(target.kind).chat(session, target, dict(PROBE_BODY))
     except UpstreamError as error:
         return Answer(_answer_of(error), upstream_status=error.upstream_status)
     except TimeoutError as exc:
@@ -132,10 +135,11 @@ def _answer_of(error: UpstreamError) -> ProbeResult:
     return ProbeResult.FAILED
 
 
-def _record(breakers: Breakers, deployment: DeploymentView, answer: Answer, *, caller: str, now: float | None) -> str:
-    breakers.record(
-        deployment.id, request_id=caller, outcome=_OUTCOMES[answer.result], latency_ms=answer.latency_ms, now=now
-    )
+def _record(
+    client: redis_lib.Redis, deployment: DeploymentView, answer: Answer, *, caller: str, now: float | None
+) -> str:
+    outcome, latency = _OUTCOMES[answer.result], answer.latency_ms
+    scripts.run(client, breakers.record(deployment.id, request_id=caller, outcome=outcome, latency_ms=latency, now=now))
     if answer.result is ProbeResult.REFUSED and deployment.credential_id is not None:
         credential_flag(credential_id=deployment.credential_id, reason=f"refused by provider: {answer.upstream_status}")
     return answer.result.value

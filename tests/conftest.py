@@ -6,6 +6,7 @@ organization. Passwords are real bcrypt hashes, as in production.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -14,9 +15,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn
@@ -29,12 +30,21 @@ from rest_framework.test import APIClient
 from accounts import services
 from accounts.models import Membership, Organization, User
 from accounts.tokens import RefreshToken
-from gateway.snapshots import snapshots
+from gateway.asgi import GatewayApp
+from gateway.core import Gateway
 from oneflow.celery import app as celery_app
+from tests.factories import (
+    PASSWORD,
+    ApiKeyFactory,
+    MembershipFactory,
+    OperatorFactory,
+    OrganizationFactory,
+    UserFactory,
+)
 from tests.fakes import FakeUpstream
 from tests.http import call
 
-PASSWORD = "correct horse battery staple"
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +62,7 @@ def _fresh_cache() -> Iterator[None]:
 
 @pytest.fixture
 def operator(db: None) -> User:
-    return User.objects.create_superuser("ops@oneflow.local", "operator password 123")
+    return OperatorFactory.create(email="ops@oneflow.local")
 
 
 @pytest.fixture
@@ -63,23 +73,23 @@ def as_operator(client: Client, operator: User) -> Client:
 
 @pytest.fixture
 def alice(db: None) -> User:
-    return services.user_create(email="alice@example.com", password=PASSWORD, full_name="Alice Owner")
+    return UserFactory.create(email="alice@example.com", password=PASSWORD, full_name="Alice Owner")
 
 
 @pytest.fixture
 def bob(db: None) -> User:
-    return services.user_create(email="bob@example.com", password=PASSWORD, full_name="Bob Member")
+    return UserFactory.create(email="bob@example.com", password=PASSWORD, full_name="Bob Member")
 
 
 @pytest.fixture
 def carol(db: None) -> User:
-    return services.user_create(email="carol@example.com", password=PASSWORD, full_name="Carol Outsider")
+    return UserFactory.create(email="carol@example.com", password=PASSWORD, full_name="Carol Outsider")
 
 
 @pytest.fixture
 def acme(alice: User, bob: User) -> Organization:
-    organization = services.organization_create(name="Acme", owner=alice)
-    Membership.objects.create(organization=organization, user=bob, role=Membership.Role.MEMBER)
+    organization = OrganizationFactory.create(name="Acme", owner=alice)
+    MembershipFactory.create(organization=organization, user=bob, role=Membership.Role.MEMBER)
     return organization
 
 
@@ -112,7 +122,7 @@ def as_carol(carol: User) -> APIClient:
 
 @pytest.fixture
 def acme_key(acme: Organization, alice: User) -> services.IssuedSecret:
-    return services.api_key_create(organization=acme, name="ci", created_by=alice)
+    return ApiKeyFactory.create(organization=acme, name="ci", created_by=alice)
 
 
 def free_port() -> int:
@@ -123,14 +133,40 @@ def free_port() -> int:
 
 
 class LiveAsgiServer:
-    """OneFlow's real ASGI application under uvicorn, in a thread of the test process."""
+    """OneFlow's real ASGI application under uvicorn, in a thread of the test process.
 
-    def __init__(self, app: Any) -> None:
+    ``proxy``: the /v1 app inside ``app`` when the test built it (its gateway is
+    ``proxy.gateway`` while the server runs); ``on_loop`` runs a coroutine on
+    the server's event loop, where that gateway lives.
+    """
+
+    def __init__(self, app: Any, *, proxy: GatewayApp | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning")
+        self.proxy = proxy
+        self.loop: asyncio.AbstractEventLoop | None = None
+        config = uvicorn.Config(
+            self._noting_loop(app), host="127.0.0.1", port=self.port, lifespan="on", log_level="warning"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def _noting_loop(self, app: Any) -> Any:
+        async def noting(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                self.loop = asyncio.get_running_loop()
+            await app(scope, receive, send)
+
+        return noting
+
+    def on_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        assert self.loop is not None, "the server is not running"
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout=10)
+
+    @property
+    def gateway(self) -> Gateway:
+        assert self.proxy is not None and self.proxy.gateway is not None, "no gateway of the test's own is running"
+        return self.proxy.gateway
 
     def __enter__(self) -> LiveAsgiServer:
         self.thread.start()
@@ -148,10 +184,12 @@ class LiveAsgiServer:
 
 @pytest.fixture
 def live_asgi(transactional_db: None) -> Iterator[LiveAsgiServer]:
-    from oneflow.asgi import application
+    """The whole application under uvicorn with a /v1 app (and so a gateway) of the test's own."""
+    from oneflow.asgi import build
 
+    proxy = GatewayApp()
     # Tests drain usage themselves; a beat thread would race them for the database.
-    with override_settings(ONEFLOW_EMBEDDED_BEAT=False), LiveAsgiServer(application) as server:
+    with override_settings(ONEFLOW_EMBEDDED_BEAT=False), LiveAsgiServer(build(proxy), proxy=proxy) as server:
         yield server
 
 
@@ -197,14 +235,6 @@ def upstream() -> Iterator[FakeUpstream]:
     """A fake provider speaking the OpenAI and Anthropic wire formats over HTTP."""
     with FakeUpstream(api_key=UPSTREAM_KEY) as up:
         yield up
-
-
-@pytest.fixture
-def fresh_snapshots() -> Iterator[None]:
-    """The gateway's in-process snapshots must not outlive a test's database rows."""
-    snapshots.__init__()  # type: ignore[misc]
-    yield
-    snapshots.__init__()  # type: ignore[misc]
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from django.conf import settings
 
 from accounts import services as accounts_services
 from accounts.models import Organization
-from billing.holds import Holds, to_units
+from billing import holds
+from billing.holds import to_units
 from billing.models import LedgerEntry, UsageEvent
 from billing.selectors import price_book
 from billing.services import budget_create, credits_grant, credits_reconcile, ledger_reconcile, usage_drain
@@ -170,7 +171,7 @@ def test_a_redis_flushall_during_traffic_loses_no_usage_and_no_charge(gunicorn: 
     balance, ledger = ledger_reconcile(organization=acme)
     assert balance == ledger == granted + sum(charges.values())
     credits_reconcile()
-    free = Holds(redis.sync_client()).free_units(organization_id=acme.pk)
+    free = holds.free_units(redis.sync_client(), organization_id=acme.pk)
     assert free == to_units(balance, round_up=False), "Redis agrees with the ledger again"
 
 

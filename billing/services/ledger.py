@@ -12,11 +12,11 @@ from django.db import transaction
 from django.db.models import Sum
 
 from accounts.models import Organization, User
-from billing import selectors, usage
-from billing.holds import Holds, to_units
+from billing import holds, selectors
+from billing.holds import to_units
 from billing.models import BillingAccount, LedgerEntry
 from billing.services.usage import DRAIN_LOCK_SECONDS
-from oneflow.lib import money, redis
+from oneflow.lib import money, redis, redis_keys, scripts
 from oneflow.lib.errors import Conflict, ServiceError
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def ledger_post(
         account.save(update_fields=["balance", "updated_at"])
         # Redis learns the new balance by seeding it again from the ledger.
         organization_id = organization.pk
-        transaction.on_commit(lambda: Holds(redis.sync_client()).forget(organization_id=organization_id))
+        transaction.on_commit(lambda: holds.forget(redis.sync_client(), organization_id=organization_id))
     return entry
 
 
@@ -115,28 +115,28 @@ def credits_reconcile(*, now: float | None = None) -> dict[int, int]:
     so small positive corrections are expected; anything else is logged.
     """
     client = redis.sync_client()
-    holds = Holds(client)
     organizations = {
-        int(key.split(b":")[2])
-        for pattern in ("oneflow:credits:*:free", "oneflow:credits:*:holds")
+        redis_keys.credits_organization(key)
+        for pattern in (redis_keys.CREDITS_FREE_PATTERN, redis_keys.CREDITS_HOLDS_PATTERN)
         for key in client.scan_iter(match=pattern, count=1000)
     }
     corrections = {}
     for organization_id in sorted(organizations):
-        holds.expire(organization_id=organization_id, now=now)
-        if holds.free_units(organization_id=organization_id) is None:
+        scripts.run(client, holds.expire(organization_id=organization_id, now=now))
+        if holds.free_units(client, organization_id=organization_id) is None:
             continue
         # Under the drain's lock, no batch is both in the ledger and pending in Redis.
-        with client.lock(usage.DRAIN_LOCK, timeout=DRAIN_LOCK_SECONDS, blocking_timeout=DRAIN_LOCK_SECONDS):
+        with client.lock(redis_keys.DRAIN_LOCK, timeout=DRAIN_LOCK_SECONDS, blocking_timeout=DRAIN_LOCK_SECONDS):
             balance = selectors.credits_balance(organization_id=organization_id)
-            before, after = holds.seed(
-                organization_id=organization_id, ledger_units=to_units(balance, round_up=False), force=True
+            seeded = scripts.run(
+                client,
+                holds.seed(organization_id=organization_id, ledger_units=to_units(balance, round_up=False), force=True),
             )
-        if before is not None and before != after:
-            corrections[organization_id] = after - before
+        if seeded.before is not None and seeded.before != seeded.after:
+            corrections[organization_id] = seeded.after - seeded.before
             logger.info(
                 "free credits reconciled with the ledger",
-                extra={"organization_id": organization_id, "units": after - before},
+                extra={"organization_id": organization_id, "units": seeded.after - seeded.before},
             )
     return corrections
 

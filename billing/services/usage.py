@@ -19,11 +19,10 @@ from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from accounts.models import ApiKey
-from billing import selectors, usage
-from billing.holds import Holds
+from billing import holds, selectors, usage
 from billing.models import BillingAccount, LedgerEntry, UsageEvent, UsageRollup
 from billing.services.budgets import budget_alerts_check
-from oneflow.lib import money, redis
+from oneflow.lib import money, redis, redis_keys, scripts
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ CLAIM_IDLE_MS = 60_000
 
 def _ensure_group(client: redis_lib.Redis) -> None:
     try:
-        client.xgroup_create(usage.STREAM, usage.GROUP, id="0", mkstream=True)
+        client.xgroup_create(redis_keys.USAGE_STREAM, usage.GROUP, id="0", mkstream=True)
     except redis_lib.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
@@ -141,18 +140,17 @@ def usage_drain(*, max_batches: int = 50, claim_idle_ms: int = CLAIM_IDLE_MS) ->
     """
     client = redis.sync_client()
     _ensure_group(client)
-    holds = Holds(client)
     consumer = f"{socket.gethostname()}-{os.getpid()}"
     total = 0
     organizations: set[int] = set()
     for number in range(max_batches):
-        with client.lock(usage.DRAIN_LOCK, timeout=DRAIN_LOCK_SECONDS, blocking_timeout=DRAIN_LOCK_SECONDS):
+        with client.lock(redis_keys.DRAIN_LOCK, timeout=DRAIN_LOCK_SECONDS, blocking_timeout=DRAIN_LOCK_SECONDS):
             entries = _next_batch(client, consumer, claim_idle_ms=claim_idle_ms if number == 0 else None)
             if entries is None:
                 break
             if entries:
                 organizations |= _store(entries)
-                holds.ack(group=usage.GROUP, ids=[entry_id for entry_id, _ in entries])
+                scripts.run(client, holds.ack(group=usage.GROUP, ids=[entry_id for entry_id, _ in entries]))
                 total += len(entries)
     if total:
         logger.info("usage drained", extra={"events": total})
@@ -165,10 +163,11 @@ def _next_batch(client: Any, consumer: str, *, claim_idle_ms: int | None) -> lis
     """Events to store: first those a dead drain left unacknowledged for
     ``claim_idle_ms`` (on the first batch only), then new ones; None when there are none."""
     if claim_idle_ms is not None:
-        claimed: Any = client.xautoclaim(usage.STREAM, usage.GROUP, consumer, claim_idle_ms, "0-0", count=BATCH)
+        stream = redis_keys.USAGE_STREAM
+        claimed: Any = client.xautoclaim(stream, usage.GROUP, consumer, claim_idle_ms, "0-0", count=BATCH)
         if claimed and claimed[1]:
             return [entry for entry in claimed[1] if entry[1]]
-    reply: Any = client.xreadgroup(usage.GROUP, consumer, {usage.STREAM: ">"}, count=BATCH)
+    reply: Any = client.xreadgroup(usage.GROUP, consumer, {redis_keys.USAGE_STREAM: ">"}, count=BATCH)
     if not reply:
         return None
     return [entry for entry in reply[0][1] if entry[1]]

@@ -248,16 +248,11 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, decorating_send)
 
 
-# Coroutines the web process runs at shutdown, registered by the apps it
-# mounts (the proxy flushes what it still holds) before connections close.
-shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
-
-
 class LifespanMiddleware:
     """Answers ASGI lifespan events (Django does not) and runs start/stop hooks."""
 
     def __init__(
-        self, app: ASGIApp, *, on_startup: Callable[[], None], on_shutdown: Callable[[], Awaitable[None]]
+        self, app: ASGIApp, *, on_startup: Callable[[], Awaitable[None]], on_shutdown: Callable[[], Awaitable[None]]
     ) -> None:
         self.app = app
         self.on_startup = on_startup
@@ -270,7 +265,12 @@ class LifespanMiddleware:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.on_startup()
+                try:
+                    await self.on_startup()
+                except Exception as exc:
+                    logger.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.on_shutdown()

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 from django.db import models, transaction
 from django.db.models import signals
 
-from oneflow.lib import redis
+from oneflow.lib import redis, redis_keys
 
-KEY = "oneflow:config:version"
+KEY = redis_keys.CONFIG_VERSION
 
 
 def bump() -> None:

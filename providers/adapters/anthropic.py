@@ -9,6 +9,7 @@ from typing import Any
 
 from oneflow.lib import json
 from oneflow.lib.errors import InvalidInput
+from oneflow.lib.http import HttpClient
 from providers.adapters.base import (
     Adapter,
     ErrorKind,
@@ -61,8 +62,9 @@ class AnthropicAdapter(Adapter):
             "Content-Type": "application/json",
         }
 
-    async def chat(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    async def chat(self, http: HttpClient, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         answer = await post_json(
+            http,
             self.url(target),
             _request(target, body, stream=False),
             headers=self.headers(target),
@@ -71,12 +73,15 @@ class AnthropicAdapter(Adapter):
         )
         return anthropic_to_openai_response(answer, model=target.upstream_model, json_mode=is_json_mode(body))
 
-    async def chat_stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def chat_stream(
+        self, http: HttpClient, target: Target, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         translator = AnthropicStreamToOpenAI(
             model=target.upstream_model, completion_id=completion_id, created=created, json_mode=is_json_mode(body)
         )
         events = post_stream(
+            http,
             self.url(target),
             _request(target, body, stream=True),
             headers=self.headers(target),

@@ -14,7 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from oneflow.lib import http, json, sse
+from oneflow.lib import json, sse
+from oneflow.lib.http import HttpClient, timeout
 from providers.translate.anthropic import UpstreamStreamError
 
 
@@ -124,27 +125,33 @@ def malformed(mid_stream: bool = False) -> UpstreamError:
 class Adapter:
     """One provider protocol. Subclasses implement the calls they support."""
 
-    async def chat(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    async def chat(self, http: HttpClient, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         raise UpstreamError("This provider does not serve chat.", kind=ErrorKind.DEPLOYMENT, status=400)
 
-    def chat_stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def chat_stream(self, http: HttpClient, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         raise UpstreamError("This provider does not stream chat.", kind=ErrorKind.DEPLOYMENT, status=400)
 
-    async def embeddings(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    async def embeddings(self, http: HttpClient, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         raise UpstreamError("This provider does not serve embeddings.", kind=ErrorKind.DEPLOYMENT, status=400)
 
 
 async def post_json(
-    url: str, payload: dict[str, Any], *, headers: Mapping[str, str], target: Target, error_message: Any
+    client: HttpClient,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    headers: Mapping[str, str],
+    target: Target,
+    error_message: Any,
 ) -> dict[str, Any]:
     """POSTs JSON and returns the decoded 2xx body, or raises a classified UpstreamError.
 
     ``error_message(body_bytes)`` extracts the provider's message from an error
     body; it is shown to the caller only for request errors (their input).
     """
-    timeout = http.timeout(connect=target.connect_timeout, read=target.read_timeout)
+    timeouts = timeout(connect=target.connect_timeout, read=target.read_timeout)
     try:
-        async with http.post(url, data=json.dumps(payload), headers=headers, timeouts=timeout) as response:
+        async with client.post(url, data=json.dumps(payload), headers=headers, timeouts=timeouts) as response:
             raw = await response.read()
             if response.status >= 400:
                 raise classify_status(response.status, error_message(raw), response.headers)
@@ -160,17 +167,23 @@ async def post_json(
 
 
 async def post_stream(
-    url: str, payload: dict[str, Any], *, headers: Mapping[str, str], target: Target, error_message: Any
+    client: HttpClient,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    headers: Mapping[str, str],
+    target: Target,
+    error_message: Any,
 ) -> AsyncIterator[sse.Event]:
     """POSTs JSON and yields the server-sent events of a 2xx answer.
 
     Errors before the first event are ordinary (the gateway may fail over);
     errors after it carry ``mid_stream=True``.
     """
-    timeout = http.timeout(connect=target.connect_timeout, read=target.read_timeout)
+    timeouts = timeout(connect=target.connect_timeout, read=target.read_timeout)
     started = False
     try:
-        async with http.post(url, data=json.dumps(payload), headers=headers, timeouts=timeout) as response:
+        async with client.post(url, data=json.dumps(payload), headers=headers, timeouts=timeouts) as response:
             if response.status >= 400:
                 raw = await response.read()
                 raise classify_status(response.status, error_message(raw), response.headers)

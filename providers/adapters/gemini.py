@@ -9,6 +9,7 @@ from typing import Any
 
 from oneflow.lib import json
 from oneflow.lib.errors import InvalidInput
+from oneflow.lib.http import HttpClient
 from providers.adapters.base import (
     Adapter,
     ErrorKind,
@@ -51,8 +52,9 @@ class GeminiAdapter(Adapter):
     def headers(self, target: Target) -> dict[str, str]:
         return {**target.extra_headers, "x-goog-api-key": target.api_key, "Content-Type": "application/json"}
 
-    async def chat(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    async def chat(self, http: HttpClient, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         answer = await post_json(
+            http,
             self.url(target, "generateContent"),
             _request(body),
             headers=self.headers(target),
@@ -61,10 +63,13 @@ class GeminiAdapter(Adapter):
         )
         return gemini_to_openai_response(answer, model=target.upstream_model)
 
-    async def chat_stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def chat_stream(
+        self, http: HttpClient, target: Target, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         translator = GeminiStreamToOpenAI(model=target.upstream_model, completion_id=completion_id, created=created)
         events = post_stream(
+            http,
             self.url(target, "streamGenerateContent?alt=sse"),
             _request(body),
             headers=self.headers(target),

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from oneflow.lib import json
+from oneflow.lib.http import HttpClient
 from providers.adapters.base import (
     Adapter,
     ErrorKind,
@@ -42,9 +43,10 @@ class OpenAIAdapter(Adapter):
         auth = {"api-key": target.api_key} if self.azure else {"Authorization": f"Bearer {target.api_key}"}
         return {**target.extra_headers, **auth, "Content-Type": "application/json"}
 
-    async def chat(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    async def chat(self, http: HttpClient, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         payload = {**body, "model": target.upstream_model}
         return await post_json(
+            http,
             self.url(target, "chat/completions"),
             payload,
             headers=self.headers(target),
@@ -52,9 +54,10 @@ class OpenAIAdapter(Adapter):
             error_message=error_message,
         )
 
-    async def embeddings(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    async def embeddings(self, http: HttpClient, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         payload = {**body, "model": target.upstream_model}
         return await post_json(
+            http,
             self.url(target, "embeddings"),
             payload,
             headers=self.headers(target),
@@ -62,7 +65,9 @@ class OpenAIAdapter(Adapter):
             error_message=error_message,
         )
 
-    async def chat_stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def chat_stream(
+        self, http: HttpClient, target: Target, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
         # Always ask for usage: the gateway bills from it and strips the usage
         # chunk again when the client did not ask for one.
         payload = {
@@ -72,6 +77,7 @@ class OpenAIAdapter(Adapter):
             "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
         }
         events = post_stream(
+            http,
             self.url(target, "chat/completions"),
             payload,
             headers=self.headers(target),

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from oneflow.lib.http import HttpClient
 from providers import tokens
 from providers.adapters.base import Adapter, ErrorKind, Target, UpstreamError
 
@@ -99,7 +100,7 @@ def _usage(body: dict[str, Any], text: str, model: str) -> dict[str, Any]:
 
 
 class SimulatorAdapter(Adapter):
-    async def chat(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    async def chat(self, http: HttpClient, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         _maybe_fail(target.simulator)
         text = _reply(body, target.simulator)
         await asyncio.sleep(float(target.simulator.get("latency_ms", 0)) / 1000)
@@ -120,7 +121,9 @@ class SimulatorAdapter(Adapter):
             "system_fingerprint": "oneflow-simulator",
         }
 
-    async def chat_stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def chat_stream(
+        self, http: HttpClient, target: Target, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
         _maybe_fail(target.simulator)
         text = _reply(body, target.simulator)
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time())}
@@ -136,7 +139,7 @@ class SimulatorAdapter(Adapter):
         yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         yield {**base, "choices": [], "usage": _usage(body, text, target.upstream_model)}
 
-    async def embeddings(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+    async def embeddings(self, http: HttpClient, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         _maybe_fail(target.simulator)
         inputs = body.get("input")
         items = [inputs] if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)) else list(inputs or [])

@@ -13,12 +13,13 @@ import pytest
 import redis.asyncio
 
 from accounts.models import Organization
-from billing import usage
-from billing.holds import AsyncHolds, Event, Holds, free_key
+from billing import holds, usage
+from billing.holds import Event
 from billing.journal import UsageJournal
 from billing.models import LedgerEntry, UsageEvent
 from billing.services import credits_grant, credits_reconcile, usage_drain
 from oneflow.lib import redis as oneflow_redis
+from oneflow.lib import redis_keys, scripts
 from tests.billing.test_usage_drain import record as usage_record
 from tests.conftest import free_port
 
@@ -53,12 +54,12 @@ async def record(journal: UsageJournal, organization: Organization, request_id: 
 
 @pytest.fixture(autouse=True)
 def _empty_stream() -> None:
-    oneflow_redis.sync_client().delete(usage.STREAM, usage.PENDING)
+    oneflow_redis.sync_client().delete(redis_keys.USAGE_STREAM, redis_keys.USAGE_PENDING)
 
 
 def test_events_are_let_go_once_the_drain_stored_them(acme: Organization) -> None:
     async def scenario(client: redis.asyncio.Redis) -> None:
-        journal = UsageJournal(client, AsyncHolds(client), background=False)
+        journal = UsageJournal(client, background=False)
         await record(journal, acme, "req_1")
         await journal.tick()
         assert len(journal.kept) == 1, "not stored yet"
@@ -74,14 +75,14 @@ def test_events_a_wiped_redis_lost_are_sent_again_and_stored_once(acme: Organiza
     credits_grant(organization=acme, amount=Decimal(1), idempotency_key="grant")
 
     async def scenario(client: redis.asyncio.Redis) -> None:
-        journal = UsageJournal(client, AsyncHolds(client), background=False)
+        journal = UsageJournal(client, background=False)
         await record(journal, acme, "req_1")
         await journal.tick()  # leaves its mark in Redis
         await asyncio.to_thread(usage_drain)  # req_1 is stored ...
         await record(journal, acme, "req_2")  # ... req_2 only in Redis
         await client.flushdb()
         await journal.tick()
-        assert await client.xlen(usage.STREAM) == 2, "both sent again: the wipe hid what was stored"
+        assert await client.xlen(redis_keys.USAGE_STREAM) == 2, "both sent again: the wipe hid what was stored"
         await asyncio.to_thread(usage_drain)
         await journal.tick()
         assert not journal.kept
@@ -98,12 +99,12 @@ def test_events_a_wiped_redis_lost_are_sent_again_and_stored_once(acme: Organiza
 def test_events_recorded_while_redis_is_down_wait_and_are_sent(acme: Organization) -> None:
     async def scenario(client: redis.asyncio.Redis) -> None:
         down = redis.asyncio.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
-        journal = UsageJournal(down, AsyncHolds(down), background=False)
+        journal = UsageJournal(down, background=False)
         await record(journal, acme, "req_1")  # does not raise: the answer was already served
         assert [kept.stream_id for kept in journal.kept] == [None]
-        journal.client, journal.holds = client, AsyncHolds(client)  # Redis is back
+        journal.client = client  # Redis is back
         await journal.tick()
-        assert await client.xlen(usage.STREAM) == 1
+        assert await client.xlen(redis_keys.USAGE_STREAM) == 1
         await down.aclose()
 
     run(scenario)
@@ -113,12 +114,12 @@ def test_events_recorded_while_redis_is_down_wait_and_are_sent(acme: Organizatio
 
 def test_reconciling_expires_dead_holds_and_resets_free_credits_to_the_ledger(acme: Organization) -> None:
     credits_grant(organization=acme, amount=Decimal(1), idempotency_key="grant")
-    holds = Holds(oneflow_redis.sync_client())
-    holds.seed(organization_id=acme.pk, ledger_units=1_000_000)
-    holds.hold(organization_id=acme.pk, hold_id="dead", units=300, now=time.time() - 3600)
-    holds.hold(organization_id=acme.pk, hold_id="alive", units=100)
-    oneflow_redis.sync_client().decrby(free_key(acme.pk), 5)  # drift, as whole-unit charges leave
+    client = oneflow_redis.sync_client()
+    scripts.run(client, holds.seed(organization_id=acme.pk, ledger_units=1_000_000))
+    scripts.run(client, holds.hold(organization_id=acme.pk, hold_id="dead", units=300, now=time.time() - 3600))
+    scripts.run(client, holds.hold(organization_id=acme.pk, hold_id="alive", units=100))
+    client.decrby(redis_keys.credits_free(acme.pk), 5)  # drift, as whole-unit charges leave
 
     assert credits_reconcile() == {acme.pk: 5}, "the dead hold came back before, the drift now"
-    assert holds.free_units(organization_id=acme.pk) == 1_000_000 - 100
+    assert holds.free_units(client, organization_id=acme.pk) == 1_000_000 - 100
     assert credits_reconcile() == {}, "nothing left to correct"

@@ -11,11 +11,11 @@ import pytest
 from django.conf import settings
 
 from accounts.models import Organization
-from billing import usage
-from billing.holds import Event, Holds
+from billing import holds, usage
+from billing.holds import Event
 from billing.models import Price, UsageEvent
 from billing.services import billing_account, usage_drain
-from oneflow.lib import redis
+from oneflow.lib import redis, redis_keys, scripts
 
 CLAIM_MS = 300  # production waits 60 s before taking a silent consumer's events
 
@@ -46,15 +46,17 @@ def record(organization: Organization, request_id: str) -> usage.UsageRecord:
 
 def append(*records: usage.UsageRecord) -> None:
     """Records events as the gateway does for requests that held nothing."""
-    holds = Holds(redis.sync_client())
     for item in records:
         event = Event(usage.encode(item), item.organization_id, item.api_key_id, item.created_at)
-        holds.settle(organization_id=item.organization_id, hold_id="", charged_units=0, event=event)
+        scripts.run(
+            redis.sync_client(),
+            holds.settle(organization_id=item.organization_id, hold_id="", charged_units=0, event=event),
+        )
 
 
 @pytest.fixture(autouse=True)
 def _empty_stream() -> None:
-    redis.sync_client().delete(usage.STREAM, usage.PENDING)
+    redis.sync_client().delete(redis_keys.USAGE_STREAM, redis_keys.USAGE_PENDING)
 
 
 def test_each_event_is_stored_once_even_if_delivered_twice(acme: Organization) -> None:
@@ -67,15 +69,15 @@ def test_each_event_is_stored_once_even_if_delivered_twice(acme: Organization) -
     assert set(rows) == {"req_a", "req_b"}
     assert rows["req_a"].completion_tokens == 30, "the first delivery wins"
     assert (rows["req_a"].prompt_tokens, rows["req_a"].cached_tokens) == (12, 2)
-    assert redis.sync_client().xlen(usage.STREAM) == 0
+    assert redis.sync_client().xlen(redis_keys.USAGE_STREAM) == 0
 
 
 def test_events_a_dead_consumer_read_but_never_stored_are_taken_over(acme: Organization) -> None:
     append(record(acme, "req_lost"))
     client = redis.sync_client()
-    client.xgroup_create(usage.STREAM, usage.GROUP, id="0", mkstream=True)
+    client.xgroup_create(redis_keys.USAGE_STREAM, usage.GROUP, id="0", mkstream=True)
     # A worker reads the event and dies before storing it.
-    client.xreadgroup(usage.GROUP, "dead-worker", {usage.STREAM: ">"}, count=10)
+    client.xreadgroup(usage.GROUP, "dead-worker", {redis_keys.USAGE_STREAM: ">"}, count=10)
 
     assert usage_drain(claim_idle_ms=CLAIM_MS) == 0, "not yet: the dead worker might still be busy"
     assert not UsageEvent.objects.exists()

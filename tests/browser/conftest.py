@@ -30,7 +30,7 @@ LOCAL_SCHEMES = {"data", "blob", "about"}
 
 
 @pytest.fixture
-def server(live_asgi: LiveAsgiServer, fresh_snapshots: None, monkeypatch: pytest.MonkeyPatch) -> LiveAsgiServer:
+def server(live_asgi: LiveAsgiServer, monkeypatch: pytest.MonkeyPatch) -> LiveAsgiServer:
     """OneFlow's real ASGI app (Django, static files and the /v1 gateway) on a free port."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     return live_asgi

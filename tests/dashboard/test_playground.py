@@ -24,13 +24,21 @@ from django.utils import timezone
 from accounts import services
 from accounts.keys import hash_raw_key
 from accounts.models import ApiKey, Organization, User
-from billing.models import Price, UsageEvent
+from billing.models import UsageEvent
 from billing.selectors import credits_balance
-from billing.services import credits_grant, usage_drain
-from providers.models import Credential, Deployment, ModelAccess, Provider, PublicModel
+from billing.services import usage_drain
+from providers.models import Credential, Provider, PublicModel
 from providers.services import credential_set_secret
 from tests.conftest import UPSTREAM_KEY, LiveAsgiServer
 from tests.dashboard.conftest import asset_urls, is_same_origin
+from tests.factories import (
+    CreditGrantFactory,
+    DeploymentFactory,
+    ModelAccessFactory,
+    OrganizationFactory,
+    PriceFactory,
+    PublicModelFactory,
+)
 from tests.fakes import DEFAULT_REPLY, Behave, FakeUpstream
 
 PAGE = "/dashboard/playground"
@@ -41,15 +49,8 @@ CHAT = "/dashboard/playground/chat"
 
 
 def add_model(name: str, **fields: Any) -> PublicModel:
-    model = PublicModel.objects.create(name=name, **fields)
-    Price.objects.create(
-        public_model=name,
-        effective_from=datetime(2020, 1, 1, tzinfo=UTC),
-        input_per_1m=Decimal(1),
-        cached_input_per_1m=Decimal("0.5"),
-        output_per_1m=Decimal(2),
-    )
-    return model
+    PriceFactory.create(public_model=name, effective_from=datetime(2020, 1, 1, tzinfo=UTC))
+    return PublicModelFactory.create(name=name, **fields)
 
 
 def route_to(upstream: FakeUpstream, model: PublicModel) -> None:
@@ -60,16 +61,14 @@ def route_to(upstream: FakeUpstream, model: PublicModel) -> None:
     credential, created = Credential.objects.get_or_create(provider=provider, name="main")
     if created:
         credential_set_secret(credential=credential, secret=UPSTREAM_KEY)
-    Deployment.objects.create(
-        public_model=model, provider=provider, credential=credential, upstream_model="gpt-4o-mini"
-    )
+    DeploymentFactory.create(public_model=model, provider=provider, credential=credential, upstream_model="gpt-4o-mini")
 
 
 @pytest.fixture
 def catalog(acme: Organization) -> dict[str, PublicModel]:
     """A public chat model, a hidden one granted to Acme, one granted elsewhere, one granted
     to nobody, and a public embedding model."""
-    other = Organization.objects.create(name="Other", slug="other")
+    other = OrganizationFactory.create()
     models = {
         "smart": add_model("smart"),
         "acme-only": add_model("acme-only", is_public=False),
@@ -77,8 +76,8 @@ def catalog(acme: Organization) -> dict[str, PublicModel]:
         "hidden": add_model("hidden", is_public=False),
         "embedder": add_model("embedder", kind=PublicModel.Kind.EMBEDDING),
     }
-    ModelAccess.objects.create(public_model=models["acme-only"], organization=acme)
-    ModelAccess.objects.create(public_model=models["other-only"], organization=other)
+    ModelAccessFactory.create(public_model=models["acme-only"], organization=acme)
+    ModelAccessFactory.create(public_model=models["other-only"], organization=other)
     return models
 
 
@@ -222,11 +221,6 @@ def test_each_person_has_their_own_key(acme: Organization, alice: User, bob: Use
 # --- Through the live gateway ---------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _fresh_snapshots(fresh_snapshots: None) -> None:
-    """The gateway's in-process snapshots must not outlive a test's database rows."""
-
-
 @dataclass
 class Reply:
     status: int
@@ -288,7 +282,7 @@ def live(
     live_asgi: LiveAsgiServer, upstream: FakeUpstream, catalog: dict[str, PublicModel], acme: Organization
 ) -> LiveAsgiServer:
     route_to(upstream, catalog["smart"])
-    credits_grant(organization=acme, amount=Decimal(1000), idempotency_key="test-credits")
+    CreditGrantFactory.create(organization=acme, amount=Decimal(1000))
     return live_asgi
 
 

@@ -2,8 +2,9 @@
 
 Hundreds of requests a second instead of tens, so property tests can send
 many bodies through the whole gateway (authentication, holds, the simulator).
-One event loop lives as long as the client: the gateway keeps per-loop state
-(Redis clients, the usage journal) that must not be rebuilt per request.
+One event loop lives as long as the client, and the application's lifespan
+runs on it as a server would run it: the gateway opened at startup (Redis and
+HTTP clients, the usage journal) serves every request and is closed at the end.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
+from django.test import override_settings
+
 from accounts import services as accounts_services
 from billing.services import credits_grant
-from oneflow.lib import asgi, http, redis
 from providers.services import catalog_seed_demo
 from tests.http import Reply
 from tests.routing.conftest import simulator_settings
@@ -28,13 +30,40 @@ class Answer(Reply):
         return [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
 
 
+class Lifespan:
+    """Drives an ASGI app's lifespan protocol, as uvicorn does."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
+        self.task = asyncio.create_task(self.app(scope, self.inbox.get, self.outbox.put))
+        await self.inbox.put({"type": "lifespan.startup"})
+        answer = await self.outbox.get()
+        assert answer["type"] == "lifespan.startup.complete", answer
+
+    async def shutdown(self) -> None:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        answer = await self.outbox.get()
+        assert answer["type"] == "lifespan.shutdown.complete", answer
+        assert self.task is not None
+        await self.task
+
+
 class AsgiClient:
     def __init__(self, key: str) -> None:
-        from oneflow.asgi import application
+        from oneflow.asgi import build
 
-        self.app = application
+        self.app = build()
         self.key = key
         self.runner = asyncio.Runner()
+        self.lifespan = Lifespan(self.app)
+        with override_settings(ONEFLOW_EMBEDDED_BEAT=False):  # tests drain usage themselves
+            self.runner.run(self.lifespan.startup())
 
     def post(self, path: str, body: bytes, *, headers: dict[str, str] | None = None) -> Answer:
         return self.runner.run(self._call("POST", path, body, headers or {}))
@@ -43,13 +72,7 @@ class AsgiClient:
         return self.runner.run(self._call("GET", path, b"", headers or {}))
 
     def close(self) -> None:
-        async def shutdown() -> None:
-            for hook in asgi.shutdown_hooks:
-                await hook()
-            await http.close()
-            await redis.close_loop_client()
-
-        self.runner.run(shutdown())
+        self.runner.run(self.lifespan.shutdown())
         self.runner.close()
 
     async def _call(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Answer:

@@ -15,11 +15,6 @@ from providers.services import catalog_seed_demo
 from tests.conftest import LiveAsgiServer
 
 
-@pytest.fixture(autouse=True)
-def _fresh_snapshots(fresh_snapshots: None) -> None:
-    """Each test builds its own catalog and keys; no worker state survives it."""
-
-
 @dataclass
 class Gateway:
     server: LiveAsgiServer

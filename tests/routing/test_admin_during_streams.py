@@ -8,7 +8,6 @@ stopped mid-way and hung, while the admin said "Answered in 8 ms".
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import time
@@ -19,7 +18,6 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import User
-from oneflow.lib import http
 from providers.models import Deployment, Provider
 from tests.fakes import Behave, FakeUpstream
 from tests.http import call
@@ -119,8 +117,7 @@ def test_a_stream_whose_upstream_connection_is_closed_under_it_ends_with_an_erro
     deadline = time.monotonic() + 10
     while len(received) < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
-    [loop] = list(http._sessions)  # the live server's loop and the session it shares
-    asyncio.run_coroutine_threadsafe(http.close(), loop).result(timeout=5)
+    gateway.server.on_loop(gateway.server.gateway.http.close())  # the worker's client, on its own loop
     reader.join(timeout=15)
 
     assert not reader.is_alive(), "the stream hung"

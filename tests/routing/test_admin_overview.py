@@ -21,8 +21,8 @@ from accounts.models import Organization, User
 from billing.models import UsageRollup
 from billing.services import credits_grant
 from gateway import breakers
-from gateway.breakers import Breakers, Outcome
-from oneflow.lib import redis
+from gateway.breakers import Outcome
+from oneflow.lib import redis, scripts
 from providers.models import Deployment, Provider, PublicModel
 
 NOW = datetime(2026, 3, 10, 15, 30, tzinfo=UTC)
@@ -272,9 +272,9 @@ def deployments(db: None) -> list[Deployment]:
 
 def test_open_breakers_are_counted_and_listed_first(as_operator: Client, deployments: list[Deployment]) -> None:
     alpha, _bravo, charlie = deployments
-    gauge = Breakers(redis.sync_client())
-    gauge.record(alpha.pk, request_id="a", outcome=Outcome.SUCCESS, latency_ms=240, ttft_ms=80)
-    gauge.record(alpha.pk, request_id="b", outcome=Outcome.FAILURE)
+    client = redis.sync_client()
+    scripts.run(client, breakers.record(alpha.pk, request_id="a", outcome=Outcome.SUCCESS, latency_ms=240, ttft_ms=80))
+    scripts.run(client, breakers.record(alpha.pk, request_id="b", outcome=Outcome.FAILURE))
     breakers.breakers_force_open(deployment_ids=[charlie.pk])
     Deployment.objects.filter(pk=charlie.pk).update(enabled=False)
 

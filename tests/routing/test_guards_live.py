@@ -13,6 +13,7 @@ import pytest
 from pytest_django.fixtures import Settings
 
 from accounts.models import Organization
+from gateway.breakers import BreakerPolicy
 from providers.models import Deployment, Provider
 from tests.fakes import Behave, FakeUpstream
 from tests.http import call
@@ -70,6 +71,8 @@ def test_the_breaker_opens_lets_one_probe_through_and_closes(
 ) -> None:
     settings.UPSTREAM_MAX_ATTEMPTS = 1
     settings.BREAKER_COOLDOWN_SECONDS = 1
+    # The gateway read its breaker policy when it started; this one is the test's.
+    gateway.server.gateway.breaker_policy = BreakerPolicy.from_settings()
     route(upstream, Provider.Kind.OPENAI)
     deployment = Deployment.objects.get(public_model__name="smart")
     upstream.script(*[Behave(status=500)] * 5)

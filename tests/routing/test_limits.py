@@ -8,6 +8,7 @@ import math
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any, TypeVar
 
 import pytest
 from django.contrib.admin.sites import site
@@ -17,15 +18,12 @@ from django.urls import reverse
 from accounts import selectors, services
 from accounts.models import ApiKey, Organization, Plan, User
 from accounts.selectors import KeyCredentials, RateLimits
+from gateway import limits
 from gateway.limits import (
     CONCURRENCY_LEASE_SECONDS,
-    AsyncLimits,
     Demand,
     Kind,
-    Limits,
     Rule,
-    admit_call,
-    admit_result,
     anthropic_limit_headers,
     limit_headers,
     openai_duration,
@@ -33,11 +31,14 @@ from gateway.limits import (
     refusal,
     rules_for,
 )
-from oneflow.lib import config_version, redis
+from oneflow.lib import config_version, redis, redis_keys, scripts
+from oneflow.lib.scripts import Invocation
 from providers.adapters.base import Target
 from providers.selectors import DeploymentView
 
 NOW = 1_800_000_000.0  # a frozen clock: every call below passes it explicitly
+
+R = TypeVar("R")
 
 
 def _clear() -> None:
@@ -46,33 +47,37 @@ def _clear() -> None:
         client.delete(key)
 
 
-@pytest.fixture
-def limits() -> Iterator[Limits]:
+@pytest.fixture(autouse=True)
+def _no_counters() -> Iterator[None]:
     _clear()
-    yield Limits(redis.sync_client())
+    yield
     _clear()
+
+
+def run(invocation: Invocation[R]) -> R:
+    return scripts.run(redis.sync_client(), invocation)
 
 
 def rpm(limit: int, scope: str = "org") -> Rule:
-    return Rule(f"{scope}-rpm", f"oneflow:limit:{scope}:1:rpm", Kind.REQUESTS, limit, 60)
+    return Rule(f"{scope}-rpm", redis_keys.limit(scope, 1, "rpm"), Kind.REQUESTS, limit, 60)
 
 
 def output_tpm(limit: int) -> Rule:
-    return Rule("org-output-tpm", "oneflow:limit:org:1:output_tpm", Kind.OUTPUT_TOKENS, limit, 60)
+    return Rule("org-output-tpm", redis_keys.limit("org", 1, "output_tpm"), Kind.OUTPUT_TOKENS, limit, 60)
 
 
 def concurrency(limit: int) -> Rule:
-    return Rule("org-concurrency", "oneflow:limit:org:1:concurrency", Kind.CONCURRENCY, limit, 0)
+    return Rule("org-concurrency", redis_keys.limit("org", 1, "concurrency"), Kind.CONCURRENCY, limit, 0)
 
 
-def admit_many(limits: Limits, rules: list[Rule], count: int, *, now: float | None = None) -> list[bool]:
+def admit_many(rules: list[Rule], count: int, *, now: float | None = None) -> list[bool]:
     """``count`` threads released at once, each admitting one request through its own connection."""
     barrier = threading.Barrier(count)
     admitted: list[bool] = []
 
     def one(index: int) -> None:
         barrier.wait()
-        admitted.append(limits.admit(rules, Demand(), request_id=f"r{index}", now=now).admitted)
+        admitted.append(run(limits.admit(rules, Demand(), request_id=f"r{index}", now=now)).admitted)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
     for thread in threads:
@@ -85,139 +90,153 @@ def admit_many(limits: Limits, rules: list[Rule], count: int, *, now: float | No
 # Admission -----------------------------------------------------------------------------------
 
 
-def test_it_admits_exactly_the_limit_out_of_n_plus_5_concurrent_requests(limits: Limits) -> None:
+def test_it_admits_exactly_the_limit_out_of_n_plus_5_concurrent_requests() -> None:
     # Redis's own clock: at 20/min the quota comes back one request per 3 s,
     # far slower than the threads take.
-    admitted = admit_many(limits, [rpm(20)], 25)
+    admitted = admit_many([rpm(20)], 25)
     assert admitted.count(True) == 20
 
 
-def test_it_admits_exactly_the_limit_of_the_tightest_rule_and_counts_only_those(limits: Limits) -> None:
+def test_it_admits_exactly_the_limit_of_the_tightest_rule_and_counts_only_those() -> None:
     key, org = rpm(12, scope="key"), rpm(1000)
-    admitted = admit_many(limits, [key, org], 17, now=NOW)
+    admitted = admit_many([key, org], 17, now=NOW)
     assert admitted.count(True) == 12
-    after = limits.admit([org], Demand(), request_id="peek", now=NOW)
+    after = run(limits.admit([org], Demand(), request_id="peek", now=NOW))
     assert after.states[0].remaining == 1000 - 12 - 1, "the five refused requests were not counted by the org"
 
 
-def test_a_refusal_by_any_rule_counts_nothing_anywhere(limits: Limits) -> None:
+def test_a_refusal_by_any_rule_counts_nothing_anywhere() -> None:
     rules = [rpm(100), output_tpm(1000), concurrency(5)]
-    assert limits.admit(rules, Demand(output_tokens=600), request_id="a", now=NOW).admitted
-    refused = limits.admit(rules, Demand(output_tokens=600), request_id="b", now=NOW)
+    assert run(limits.admit(rules, Demand(output_tokens=600), request_id="a", now=NOW)).admitted
+    refused = run(limits.admit(rules, Demand(output_tokens=600), request_id="b", now=NOW))
     assert not refused.admitted
     assert [state.rule.name for state in refused.refused] == ["org-output-tpm"]
     assert [state.remaining for state in refused.states] == [99, 400, 4], "b took nothing"
     assert redis.sync_client().zrange(concurrency(5).key, 0, -1) == [b"a"]
 
 
-def test_the_quota_comes_back_continuously_at_the_limits_rate(limits: Limits) -> None:
+def test_the_quota_comes_back_continuously_at_the_limits_rate() -> None:
     rules = [rpm(60)]
-    assert all(limits.admit(rules, Demand(), request_id=f"r{i}", now=NOW).admitted for i in range(60))
-    refused = limits.admit(rules, Demand(), request_id="r60", now=NOW)
+    assert all(run(limits.admit(rules, Demand(), request_id=f"r{i}", now=NOW)).admitted for i in range(60))
+    refused = run(limits.admit(rules, Demand(), request_id="r60", now=NOW))
     assert not refused.admitted
     assert refused.retry_after == 1.0
-    assert not limits.admit(rules, Demand(), request_id="r60", now=NOW + 0.999).admitted
-    assert limits.admit(rules, Demand(), request_id="r60", now=NOW + 1).admitted
-    later = limits.admit(rules, Demand(), request_id="r61", now=NOW + 61)
+    assert not run(limits.admit(rules, Demand(), request_id="r60", now=NOW + 0.999)).admitted
+    assert run(limits.admit(rules, Demand(), request_id="r60", now=NOW + 1)).admitted
+    later = run(limits.admit(rules, Demand(), request_id="r61", now=NOW + 61))
     assert (later.states[0].remaining, later.states[0].reset) == (59, 1.0), "a minute later the quota is whole"
 
 
-def test_an_hourly_limit_holds_beside_the_minute_one(limits: Limits) -> None:
-    rph = Rule("org-rph", "oneflow:limit:org:1:rph", Kind.REQUESTS, 5, 3600)
+def test_an_hourly_limit_holds_beside_the_minute_one() -> None:
+    rph = Rule("org-rph", redis_keys.limit("org", 1, "rph"), Kind.REQUESTS, 5, 3600)
     rules = [rpm(60), rph]
-    results = [limits.admit(rules, Demand(), request_id=f"r{i}", now=NOW + i * 61).admitted for i in range(6)]
+    results = [run(limits.admit(rules, Demand(), request_id=f"r{i}", now=NOW + i * 61)).admitted for i in range(6)]
     assert results == [True] * 5 + [False], "each minute is fresh, the hour is not"
 
 
-def test_input_tokens_count_the_prompt_estimate(limits: Limits) -> None:
-    rule = Rule("org-input-tpm", "oneflow:limit:org:1:input_tpm", Kind.INPUT_TOKENS, 1000, 60)
-    assert limits.admit([rule], Demand(input_tokens=700), request_id="a", now=NOW).admitted
-    refused = limits.admit([rule], Demand(input_tokens=400), request_id="b", now=NOW)
+def test_input_tokens_count_the_prompt_estimate() -> None:
+    rule = Rule("org-input-tpm", redis_keys.limit("org", 1, "input_tpm"), Kind.INPUT_TOKENS, 1000, 60)
+    assert run(limits.admit([rule], Demand(input_tokens=700), request_id="a", now=NOW)).admitted
+    refused = run(limits.admit([rule], Demand(input_tokens=400), request_id="b", now=NOW))
     assert not refused.admitted
     assert refused.retry_after == pytest.approx(6.0), "100 tokens over, at 1000/min"
 
 
-def test_a_request_larger_than_a_token_limit_can_never_fit(limits: Limits) -> None:
-    decision = limits.admit([output_tpm(1000)], Demand(output_tokens=4096), request_id="a", now=NOW)
+def test_a_request_larger_than_a_token_limit_can_never_fit() -> None:
+    decision = run(limits.admit([output_tpm(1000)], Demand(output_tokens=4096), request_id="a", now=NOW))
     assert not decision.admitted
     assert decision.too_large
     error = refusal(decision)
     assert (error.status, error.code, error.type) == (429, "rate_limit_exceeded", "tokens")
     assert error.headers["x-should-retry"] == "false"
     assert "Request too large for org-output-tpm" in error.message
-    both = limits.admit([concurrency(0), output_tpm(1000)], Demand(output_tokens=4096), request_id="b", now=NOW)
+    both = run(limits.admit([concurrency(0), output_tpm(1000)], Demand(output_tokens=4096), request_id="b", now=NOW))
     assert "Request too large for org-output-tpm" in refusal(both).message, "the rule that can never fit is named"
 
 
 # Concurrency and completion ------------------------------------------------------------------
 
 
-def test_concurrency_slots_are_released_on_completion(limits: Limits) -> None:
+def test_concurrency_slots_are_released_on_completion() -> None:
     rules = [concurrency(2)]
-    assert limits.admit(rules, Demand(), request_id="a", now=NOW).admitted
-    assert limits.admit(rules, Demand(), request_id="b", now=NOW).admitted
-    assert not limits.admit(rules, Demand(), request_id="c", now=NOW).admitted
-    assert limits.complete(rules, request_id="a", counted=Demand(), used=Demand(), now=NOW) == 1
-    assert limits.admit(rules, Demand(), request_id="c", now=NOW).admitted
-    assert limits.complete(rules, request_id="a", counted=Demand(), used=Demand(), now=NOW) == 0, "released once"
+    assert run(limits.admit(rules, Demand(), request_id="a", now=NOW)).admitted
+    assert run(limits.admit(rules, Demand(), request_id="b", now=NOW)).admitted
+    assert not run(limits.admit(rules, Demand(), request_id="c", now=NOW)).admitted
+    assert run(limits.complete(rules, request_id="a", counted=Demand(), used=Demand(), now=NOW)) == 1
+    assert run(limits.admit(rules, Demand(), request_id="c", now=NOW)).admitted
+    assert run(limits.complete(rules, request_id="a", counted=Demand(), used=Demand(), now=NOW)) == 0, "released once"
 
 
-def test_a_request_admitted_again_keeps_its_one_slot(limits: Limits) -> None:
+def test_a_request_admitted_again_keeps_its_one_slot() -> None:
     rules = [concurrency(1)]
-    assert limits.admit(rules, Demand(), request_id="a", now=NOW).admitted
-    again = limits.admit(rules, Demand(), request_id="a", now=NOW)
+    assert run(limits.admit(rules, Demand(), request_id="a", now=NOW)).admitted
+    again = run(limits.admit(rules, Demand(), request_id="a", now=NOW))
     assert again.admitted
     assert again.states[0].remaining == 0
     assert redis.sync_client().zcard(rules[0].key) == 1
 
 
-def test_slots_of_requests_that_died_expire_after_their_lease(limits: Limits) -> None:
+def test_slots_of_requests_that_died_expire_after_their_lease() -> None:
     rules = [concurrency(1)]
-    assert limits.admit(rules, Demand(), request_id="died", now=NOW).admitted
-    assert not limits.admit(rules, Demand(), request_id="b", now=NOW + CONCURRENCY_LEASE_SECONDS - 1).admitted
-    assert limits.admit(rules, Demand(), request_id="b", now=NOW + CONCURRENCY_LEASE_SECONDS).admitted
+    assert run(limits.admit(rules, Demand(), request_id="died", now=NOW)).admitted
+    assert not run(limits.admit(rules, Demand(), request_id="b", now=NOW + CONCURRENCY_LEASE_SECONDS - 1)).admitted
+    assert run(limits.admit(rules, Demand(), request_id="b", now=NOW + CONCURRENCY_LEASE_SECONDS)).admitted
     assert redis.sync_client().zrange(rules[0].key, 0, -1) == [b"b"]
     assert redis.sync_client().pttl(rules[0].key) > 0, "an idle pool leaves no key behind"
 
 
-def test_output_tokens_are_corrected_to_the_actual_count(limits: Limits) -> None:
+def test_output_tokens_are_corrected_to_the_actual_count() -> None:
     rules = [output_tpm(1000), concurrency(5)]
-    assert limits.admit(rules, Demand(output_tokens=800), request_id="a", now=NOW).admitted
-    assert not limits.admit(rules, Demand(output_tokens=800), request_id="b", now=NOW).admitted
-    limits.complete(rules, request_id="a", counted=Demand(output_tokens=800), used=Demand(output_tokens=100), now=NOW)
-    decision = limits.admit(rules, Demand(output_tokens=800), request_id="b", now=NOW)
+    assert run(limits.admit(rules, Demand(output_tokens=800), request_id="a", now=NOW)).admitted
+    assert not run(limits.admit(rules, Demand(output_tokens=800), request_id="b", now=NOW)).admitted
+    run(
+        limits.complete(
+            rules, request_id="a", counted=Demand(output_tokens=800), used=Demand(output_tokens=100), now=NOW
+        )
+    )
+    decision = run(limits.admit(rules, Demand(output_tokens=800), request_id="b", now=NOW))
     assert decision.admitted
     assert decision.states[0].remaining == 100
 
 
-def test_output_beyond_what_was_counted_is_taken_on_completion(limits: Limits) -> None:
+def test_output_beyond_what_was_counted_is_taken_on_completion() -> None:
     rules = [output_tpm(1000)]
-    limits.admit(rules, Demand(output_tokens=100), request_id="a", now=NOW)
-    limits.complete(rules, request_id="a", counted=Demand(output_tokens=100), used=Demand(output_tokens=1100), now=NOW)
-    refused = limits.admit(rules, Demand(output_tokens=1), request_id="b", now=NOW)
+    run(limits.admit(rules, Demand(output_tokens=100), request_id="a", now=NOW))
+    run(
+        limits.complete(
+            rules, request_id="a", counted=Demand(output_tokens=100), used=Demand(output_tokens=1100), now=NOW
+        )
+    )
+    refused = run(limits.admit(rules, Demand(output_tokens=1), request_id="b", now=NOW))
     assert not refused.admitted
     assert refused.retry_after == pytest.approx(6.06), "101 tokens of debt drain at 1000/min"
 
 
-def test_the_gateways_asyncio_side_runs_the_same_scripts(limits: Limits) -> None:
+def test_the_gateways_asyncio_side_runs_the_same_scripts() -> None:
     rules = [rpm(2), output_tpm(1000), concurrency(1)]
 
-    async def scenario() -> list[bool]:
+    invocations: list[Invocation[Any]] = [
+        limits.admit(rules, Demand(output_tokens=500), request_id="a", now=NOW),
+        limits.admit(rules, Demand(output_tokens=100), request_id="b", now=NOW),
+        limits.complete(
+            rules, request_id="a", counted=Demand(output_tokens=500), used=Demand(output_tokens=0), now=NOW
+        ),
+        limits.admit(rules, Demand(output_tokens=1000), request_id="b", now=NOW),
+    ]
+    synced = [run(invocation) for invocation in invocations]
+    _clear()
+
+    async def scenario() -> list[Any]:
         client = redis.async_client()
         try:
-            gateway = AsyncLimits(client)
-            first = await gateway.admit(rules, Demand(output_tokens=500), request_id="a", now=NOW)
-            busy = await gateway.admit(rules, Demand(output_tokens=100), request_id="b", now=NOW)
-            released = await gateway.complete(
-                rules, request_id="a", counted=Demand(output_tokens=500), used=Demand(output_tokens=0), now=NOW
-            )
-            second = await gateway.admit(rules, Demand(output_tokens=1000), request_id="b", now=NOW)
-            return [first.admitted, busy.admitted, released == 1, second.admitted]
+            return [await scripts.arun(client, invocation) for invocation in invocations]
         finally:
             await client.aclose()
 
-    assert asyncio.run(scenario()) == [True, False, True, True]
-    assert not limits.admit(rules, Demand(), request_id="c", now=NOW).admitted, "both requests counted"
+    first, busy, released, second = asyncio.run(scenario())
+    assert [first.admitted, busy.admitted, released == 1, second.admitted] == [True, False, True, True]
+    assert [first, busy, released, second] == synced, "the synchronous client reads the same replies"
+    assert not run(limits.admit(rules, Demand(), request_id="c", now=NOW)).admitted, "both requests counted"
 
 
 # Provider quotas -----------------------------------------------------------------------------
@@ -229,15 +248,15 @@ def deployment(pk: int, *, rpm_quota: int | None = None, tpm_quota: int | None =
     return DeploymentView(pk, target, 1, 100, (), zero, zero, zero, rpm_quota, tpm_quota)
 
 
-def test_deployments_without_quota_headroom_are_reported_and_counting_always_counts(limits: Limits) -> None:
+def test_deployments_without_quota_headroom_are_reported_and_counting_always_counts() -> None:
     small, tokens, free = deployment(91, rpm_quota=2), deployment(92, tpm_quota=1000), deployment(93)
     demand = Demand(input_tokens=300, output_tokens=400)
-    assert limits.headroom([small, tokens, free], demand, now=NOW) == {91: True, 92: True, 93: True}
+    assert run(limits.headroom([small, tokens, free], demand, now=NOW)) == {91: True, 92: True, 93: True}
     for request in ("a", "b", "c"):
-        limits.count(small, demand, request_id=request, now=NOW)
-    limits.count(tokens, demand, request_id="a", now=NOW)
-    assert limits.headroom([small, tokens, free], demand, now=NOW) == {91: False, 92: False, 93: True}
-    assert limits.headroom([small, tokens], Demand(input_tokens=300), now=NOW + 60) == {91: True, 92: True}
+        run(limits.count(small, demand, request_id=request, now=NOW))
+    run(limits.count(tokens, demand, request_id="a", now=NOW))
+    assert run(limits.headroom([small, tokens, free], demand, now=NOW)) == {91: False, 92: False, 93: True}
+    assert run(limits.headroom([small, tokens], Demand(input_tokens=300), now=NOW + 60)) == {91: True, 92: True}
 
 
 def test_quota_rules_follow_the_deployment() -> None:
@@ -251,16 +270,17 @@ def test_quota_rules_follow_the_deployment() -> None:
 # Pipelining ----------------------------------------------------------------------------------
 
 
-def test_the_admit_script_runs_in_a_pipeline_beside_other_commands(limits: Limits) -> None:
+def test_the_admit_script_runs_in_a_pipeline_beside_other_commands() -> None:
     rules = [rpm(1)]
-    keys, args = admit_call(rules, Demand(), request_id="a", now=NOW)
+    admission = limits.admit(rules, Demand(), request_id="a", now=NOW)
+    assert admission.script is not None
     with redis.sync_client().pipeline(transaction=False) as pipe:
-        pipe.get("oneflow:config:version")
-        limits.admit_script(keys=keys, args=args, client=pipe)
-        limits.admit_script(keys=keys, args=args, client=pipe)
+        pipe.get(redis_keys.CONFIG_VERSION)
+        pipe.eval(admission.script.source, len(admission.keys), *admission.keys, *admission.args)
+        pipe.eval(admission.script.source, len(admission.keys), *admission.keys, *admission.args)
         _, first, second = pipe.execute()
-    assert admit_result(first, rules).admitted
-    assert not admit_result(second, rules).admitted
+    assert admission.reply(first).admitted
+    assert not admission.reply(second).admitted
 
 
 # Headers -------------------------------------------------------------------------------------
@@ -285,14 +305,14 @@ def test_reset_durations_are_written_as_openai_does(seconds: float, text: str) -
     assert openai_duration(seconds) == text
 
 
-def test_headers_report_the_rule_met_first_in_both_forms(limits: Limits) -> None:
-    rph = Rule("org-rph", "oneflow:limit:org:1:rph", Kind.REQUESTS, 1000, 3600)
+def test_headers_report_the_rule_met_first_in_both_forms() -> None:
+    rph = Rule("org-rph", redis_keys.limit("org", 1, "rph"), Kind.REQUESTS, 1000, 3600)
     rules = [rpm(60), rph, output_tpm(10_000), concurrency(4)]
     demand = Demand(output_tokens=500)
     for request in range(12):
-        assert limits.admit(rules, demand, request_id=f"r{request}", now=NOW).admitted
-        limits.complete(rules, request_id=f"r{request}", counted=demand, used=demand, now=NOW)
-    headers = limit_headers(limits.admit(rules, demand, request_id="last", now=NOW))
+        assert run(limits.admit(rules, demand, request_id=f"r{request}", now=NOW)).admitted
+        run(limits.complete(rules, request_id=f"r{request}", counted=demand, used=demand, now=NOW))
+    headers = limit_headers(run(limits.admit(rules, demand, request_id="last", now=NOW)))
     assert headers == {
         "x-ratelimit-limit-requests": "60",
         "x-ratelimit-remaining-requests": "47",
@@ -306,10 +326,10 @@ def test_headers_report_the_rule_met_first_in_both_forms(limits: Limits) -> None
     }
 
 
-def test_a_refusal_says_when_to_retry_at_most_a_minute_ahead(limits: Limits) -> None:
-    rph = Rule("org-rph", "oneflow:limit:org:1:rph", Kind.REQUESTS, 1, 3600)
-    limits.admit([rph], Demand(), request_id="a", now=NOW)
-    refused = limits.admit([rph], Demand(), request_id="b", now=NOW + 0.5)
+def test_a_refusal_says_when_to_retry_at_most_a_minute_ahead() -> None:
+    rph = Rule("org-rph", redis_keys.limit("org", 1, "rph"), Kind.REQUESTS, 1, 3600)
+    run(limits.admit([rph], Demand(), request_id="a", now=NOW))
+    refused = run(limits.admit([rph], Demand(), request_id="b", now=NOW + 0.5))
     assert refused.retry_after == pytest.approx(3599.5)
     headers = limit_headers(refused)
     assert (headers["retry-after"], headers["retry-after-ms"]) == ("60", "60000")
@@ -320,9 +340,9 @@ def test_a_refusal_says_when_to_retry_at_most_a_minute_ahead(limits: Limits) -> 
     assert "x-should-retry" not in error.headers
 
 
-def test_anthropic_clients_get_their_own_headers_with_rfc_3339_resets(limits: Limits) -> None:
+def test_anthropic_clients_get_their_own_headers_with_rfc_3339_resets() -> None:
     rules = [rpm(60), output_tpm(1000)]
-    decision = limits.admit(rules, Demand(output_tokens=500), request_id="a", now=NOW)
+    decision = run(limits.admit(rules, Demand(output_tokens=500), request_id="a", now=NOW))
     assert anthropic_limit_headers(decision) == {
         "anthropic-ratelimit-requests-limit": "60",
         "anthropic-ratelimit-requests-remaining": "59",
@@ -331,13 +351,13 @@ def test_anthropic_clients_get_their_own_headers_with_rfc_3339_resets(limits: Li
         "anthropic-ratelimit-tokens-remaining": "500",
         "anthropic-ratelimit-tokens-reset": "2027-01-15T08:00:30Z",
     }
-    refused = limits.admit(rules, Demand(output_tokens=600), request_id="b", now=NOW)
+    refused = run(limits.admit(rules, Demand(output_tokens=600), request_id="b", now=NOW))
     assert anthropic_limit_headers(refused)["retry-after"] == "6"
 
 
-def test_a_full_concurrency_pool_asks_for_a_retry_in_a_second(limits: Limits) -> None:
-    limits.admit([concurrency(1)], Demand(), request_id="a", now=NOW)
-    refused = limits.admit([concurrency(1)], Demand(), request_id="b", now=NOW)
+def test_a_full_concurrency_pool_asks_for_a_retry_in_a_second() -> None:
+    run(limits.admit([concurrency(1)], Demand(), request_id="a", now=NOW))
+    refused = run(limits.admit([concurrency(1)], Demand(), request_id="b", now=NOW))
     assert refused.retry_after is None
     assert limit_headers(refused)["retry-after"] == "1"
     assert "x-ratelimit-limit-requests" not in limit_headers(refused), "concurrency is not a rate"
@@ -346,7 +366,7 @@ def test_a_full_concurrency_pool_asks_for_a_retry_in_a_second(limits: Limits) ->
 def test_sub_second_waits_round_up() -> None:
     rules = [rpm(60)]
     reply = [0, int(NOW * 1000), 0, 60_000, 0, 17]
-    decision = admit_result(reply, rules)
+    decision = limits.admit(rules, Demand(), request_id="r", now=NOW).reply(reply)
     assert math.isclose(decision.retry_after or 0, 0.017)
     assert limit_headers(decision)["retry-after"] == "1"
     assert limit_headers(decision)["retry-after-ms"] == "1000"

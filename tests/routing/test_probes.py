@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 import pytest
@@ -18,10 +18,11 @@ from django_celery_beat.models import PeriodicTask
 
 from accounts.models import User
 from billing.models import UsageEvent
-from billing.usage import STREAM
-from gateway.breakers import Breakers, Health, Outcome, State, Verdict
+from gateway import breakers
+from gateway.breakers import Health, Outcome, State, Verdict
 from oneflow.celery import app as celery_app
-from oneflow.lib import redis
+from oneflow.lib import redis, redis_keys, scripts
+from oneflow.lib.scripts import Invocation
 from providers.models import Credential, Deployment, Provider, PublicModel
 from providers.services import credential_flag
 from routing import tasks
@@ -33,6 +34,8 @@ from tests.routing.test_adapters import route
 
 NOW = 1_800_000_000.0  # the breakers' clock, passed explicitly: cooldowns without waiting
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]
+
+R = TypeVar("R")
 
 
 def _clear_breakers() -> None:
@@ -49,9 +52,8 @@ def _fresh_breakers() -> Iterator[None]:
     _clear_breakers()
 
 
-@pytest.fixture
-def breakers() -> Breakers:
-    return Breakers(redis.sync_client())
+def run(invocation: Invocation[R]) -> R:
+    return scripts.run(redis.sync_client(), invocation)
 
 
 @pytest.fixture
@@ -61,8 +63,8 @@ def smart(upstream: FakeUpstream) -> Deployment:
     return Deployment.objects.get(public_model__name="smart")
 
 
-def health(breakers: Breakers, deployment: Deployment, now: float = NOW) -> Health:
-    return breakers.health([deployment.pk], now=now)[deployment.pk]
+def health(deployment: Deployment, now: float = NOW) -> Health:
+    return run(breakers.health([deployment.pk], now=now))[deployment.pk]
 
 
 def credential_of(deployment: Deployment) -> Credential:
@@ -75,7 +77,7 @@ def chat_requests(upstream: FakeUpstream) -> list[Any]:
 
 
 def test_it_probes_each_enabled_chat_deployment_with_one_tiny_request(
-    db: None, upstream: FakeUpstream, smart: Deployment, breakers: Breakers
+    db: None, upstream: FakeUpstream, smart: Deployment
 ) -> None:
     route(upstream, Provider.Kind.ANTHROPIC, name="careful")
     Deployment.objects.filter(public_model__name="careful").update(enabled=False)
@@ -83,7 +85,7 @@ def test_it_probes_each_enabled_chat_deployment_with_one_tiny_request(
     Deployment.objects.create(
         public_model=embedding, provider=smart.provider, credential=smart.credential, upstream_model="embed"
     )
-    usage_before = redis.sync_client().xlen(STREAM)
+    usage_before = redis.sync_client().xlen(redis_keys.USAGE_STREAM)
 
     assert deployments_probe(now=NOW) == {smart.pk: "ok"}
 
@@ -92,50 +94,50 @@ def test_it_probes_each_enabled_chat_deployment_with_one_tiny_request(
     assert probe.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert probe.json["max_tokens"] == 1
     assert [m["role"] for m in probe.json["messages"]] == ["user"]
-    figures = health(breakers, smart)
+    figures = health(smart)
     assert (figures.state, figures.calls, figures.failures) == (State.CLOSED, 1, 0)
     assert figures.latency_ms is not None and figures.latency_ms > 0
     # Probes are not billed: no hold, no usage event.
-    assert redis.sync_client().xlen(STREAM) == usage_before
+    assert redis.sync_client().xlen(redis_keys.USAGE_STREAM) == usage_before
     assert not UsageEvent.objects.exists()
 
 
 def test_five_failing_probes_open_the_breaker_and_an_open_one_is_left_alone(
-    db: None, upstream: FakeUpstream, smart: Deployment, breakers: Breakers
+    db: None, upstream: FakeUpstream, smart: Deployment
 ) -> None:
     upstream.script(*[Behave(status=503)] * 5)
     for second in range(4):
         assert deployments_probe(now=NOW + second) == {smart.pk: "failed"}
-        assert health(breakers, smart).state is State.CLOSED
+        assert health(smart).state is State.CLOSED
     assert deployments_probe(now=NOW + 4) == {smart.pk: "failed"}
-    assert health(breakers, smart).state is State.OPEN
-    assert health(breakers, smart).latency_ms is None, "failures carry no latency"
+    assert health(smart).state is State.OPEN
+    assert health(smart).latency_ms is None, "failures carry no latency"
 
     assert deployments_probe(now=NOW + 5) == {smart.pk: "skipped"}
     assert len(chat_requests(upstream)) == 5, "an open breaker is not probed"
 
     # After the cooldown the probe is the one call of the half-open breaker, and closes it.
     assert deployments_probe(now=NOW + 4 + 60) == {smart.pk: "ok"}
-    assert health(breakers, smart, NOW + 64).state is State.CLOSED
+    assert health(smart, NOW + 64).state is State.CLOSED
 
 
-def open_breaker(breakers: Breakers, deployment: Deployment) -> None:
+def open_breaker(deployment: Deployment) -> None:
     for index in range(5):
-        breakers.record(deployment.pk, request_id=f"live-{index}", outcome=Outcome.FAILURE, now=NOW)
-    assert health(breakers, deployment).state is State.OPEN
+        run(breakers.record(deployment.pk, request_id=f"live-{index}", outcome=Outcome.FAILURE, now=NOW))
+    assert health(deployment).state is State.OPEN
 
 
 def test_a_half_open_breaker_gets_exactly_one_probe(
-    transactional_db: None, upstream: FakeUpstream, smart: Deployment, breakers: Breakers
+    transactional_db: None, upstream: FakeUpstream, smart: Deployment
 ) -> None:
-    open_breaker(breakers, smart)
+    open_breaker(smart)
     # A live request was first past the cooldown: it is the probe.
-    assert breakers.check([smart.pk], request_id="live", now=NOW + 61) == {smart.pk: Verdict.PROBE}
+    assert run(breakers.check([smart.pk], request_id="live", now=NOW + 61)).verdicts == {smart.pk: Verdict.PROBE}
     assert deployments_probe(now=NOW + 62) == {smart.pk: "skipped"}
     assert chat_requests(upstream) == []
 
     # It sent its request elsewhere; now two probe runs race for the probe.
-    breakers.record(smart.pk, request_id="live", outcome=Outcome.UNUSED, now=NOW + 62)
+    run(breakers.record(smart.pk, request_id="live", outcome=Outcome.UNUSED, now=NOW + 62))
     upstream.script(Behave(delay=0.3))
 
     def probe() -> dict[int, str]:
@@ -146,50 +148,46 @@ def test_a_half_open_breaker_gets_exactly_one_probe(
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         runs = list(pool.map(lambda _: probe(), range(2)))
-    assert sorted(run[smart.pk] for run in runs) == ["ok", "skipped"]
+    assert sorted(result[smart.pk] for result in runs) == ["ok", "skipped"]
     assert len(chat_requests(upstream)) == 1
-    assert health(breakers, smart, NOW + 64).state is State.CLOSED
+    assert health(smart, NOW + 64).state is State.CLOSED
 
 
-def test_a_request_error_proves_the_deployment_reachable(
-    db: None, upstream: FakeUpstream, smart: Deployment, breakers: Breakers
-) -> None:
+def test_a_request_error_proves_the_deployment_reachable(db: None, upstream: FakeUpstream, smart: Deployment) -> None:
     # e.g. a reasoning model that wants max_completion_tokens rather than max_tokens
     upstream.script(Behave(status=400, message="Unsupported parameter: 'max_tokens'"))
     for index in range(4):
-        breakers.record(smart.pk, request_id=f"live-{index}", outcome=Outcome.FAILURE, now=NOW)
+        run(breakers.record(smart.pk, request_id=f"live-{index}", outcome=Outcome.FAILURE, now=NOW))
 
     assert deployments_probe(now=NOW) == {smart.pk: "reachable"}
 
-    figures = health(breakers, smart)
+    figures = health(smart)
     assert (figures.calls, figures.failures, figures.failures_in_a_row) == (5, 4, 0), "a success ends the run"
     assert figures.latency_ms is None, "a refusal's speed is not the deployment's latency"
-    breakers.record(smart.pk, request_id="live-5", outcome=Outcome.FAILURE, now=NOW)
-    assert health(breakers, smart).state is State.CLOSED
+    run(breakers.record(smart.pk, request_id="live-5", outcome=Outcome.FAILURE, now=NOW))
+    assert health(smart).state is State.CLOSED
 
 
-def test_a_probe_gives_up_within_the_providers_timeouts(
-    db: None, upstream: FakeUpstream, smart: Deployment, breakers: Breakers
-) -> None:
+def test_a_probe_gives_up_within_the_providers_timeouts(db: None, upstream: FakeUpstream, smart: Deployment) -> None:
     Provider.objects.filter(pk=smart.provider_id).update(connect_timeout=0.2, read_timeout=0.3)
     # The answer comes after 3 s, well inside the probe's 10 s cap: a probe that
     # waited for it would say "ok". Only the provider's 0.5 s can make it fail.
     upstream.script(Behave(delay=3))
     assert PROBE_TIMEOUT_CAP_SECONDS > 3
     assert deployments_probe(now=NOW) == {smart.pk: "failed"}
-    assert health(breakers, smart).failures == 1
+    assert health(smart).failures == 1
     assert len(chat_requests(upstream)) == 1, "one attempt, not retried"
 
 
 def test_a_credential_the_provider_refuses_is_flagged_by_the_probe(
-    db: None, upstream: FakeUpstream, smart: Deployment, breakers: Breakers
+    db: None, upstream: FakeUpstream, smart: Deployment
 ) -> None:
     upstream.script(Behave(status=401), Behave(status=403))
     assert deployments_probe(now=NOW) == {smart.pk: "refused"}
     credential = credential_of(smart)
     assert credential.flagged_at is not None
     assert credential.flag_reason == "refused by provider: 401"
-    assert health(breakers, smart).failures == 1
+    assert health(smart).failures == 1
 
     assert deployments_probe(now=NOW + 1) == {smart.pk: "refused"}
     again = credential_of(smart)
@@ -198,7 +196,7 @@ def test_a_credential_the_provider_refuses_is_flagged_by_the_probe(
     # The provider takes it again: the breaker hears so, the flag waits for an operator.
     assert deployments_probe(now=NOW + 2) == {smart.pk: "ok"}
     assert credential_of(smart).flagged_at == credential.flagged_at
-    assert health(breakers, smart).failures_in_a_row == 0
+    assert health(smart).failures_in_a_row == 0
 
 
 def test_the_celery_task_runs_the_probes(db: None, upstream: FakeUpstream, smart: Deployment) -> None:
@@ -207,15 +205,15 @@ def test_the_celery_task_runs_the_probes(db: None, upstream: FakeUpstream, smart
 
 
 def test_a_real_worker_probes_and_feeds_the_breaker(
-    celery_worker: None, upstream: FakeUpstream, smart: Deployment, breakers: Breakers
+    celery_worker: None, upstream: FakeUpstream, smart: Deployment
 ) -> None:
     tasks.probe_deployments.delay()
 
     deadline = time.monotonic() + 20
-    while breakers.health([smart.pk])[smart.pk].calls == 0:
+    while run(breakers.health([smart.pk]))[smart.pk].calls == 0:
         assert time.monotonic() < deadline, "the worker did not probe"
         time.sleep(0.1)
-    assert breakers.health([smart.pk])[smart.pk].latency_ms is not None
+    assert run(breakers.health([smart.pk]))[smart.pk].latency_ms is not None
     assert len(chat_requests(upstream)) == 1
 
 

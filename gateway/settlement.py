@@ -1,0 +1,163 @@
+"""Settlement: what a call used and costs, and its usage event, recorded once
+however the request ends, before its last byte goes out (DESIGN.md steps 6-7).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from accounts.selectors import KeyCredentials
+from billing.holds import Event
+from billing.pricing import Terms, Tokens, cost_usd
+from billing.usage import UsageRecord, encode
+from gateway import limits, metrics, protocol, reservations
+from gateway.call import Call
+from gateway.errors import GatewayError
+from providers import tokens
+
+logger = logging.getLogger(__name__)
+
+
+def estimate(call: Call, completion_text: str) -> dict[str, Any]:
+    model = call.deployment.target.upstream_model if call.deployment else ""
+    completion = tokens.count_text(completion_text, model=model) if completion_text else 0
+    return tokens.openai_usage(prompt=tokens.count_chat_prompt(call.body, model=model), completion=completion)
+
+
+def account_chunk(call: Call, chunk: dict[str, Any]) -> None:
+    """Notes usage and generated text from one chunk, and names the public model."""
+    assert call.model is not None  # noqa: S101
+    chunk["model"] = call.model.name
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        call.usage, call.usage_source = usage, "reported"
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            call.generated.append(delta["content"])
+        for tool_call in delta.get("tool_calls") or ():
+            arguments = (tool_call.get("function") or {}).get("arguments")
+            if arguments:
+                call.generated.append(arguments)
+
+
+def settle_stream(call: Call) -> None:
+    """Usage for a stream that ended without a usage report (cut, abandoned, or never sent)."""
+    if call.usage_source != "reported" and call.deployment is not None:
+        call.usage = estimate(call, "".join(call.generated))
+        call.usage_source = "estimated"
+
+
+async def finish(call: Call) -> None:
+    """Appends the usage event and the metrics of the request, once.
+
+    Called before the last byte goes out, so that whatever the client was
+    served is on record by the time it has the whole answer.
+    """
+    if call.recorded:
+        return
+    call.recorded = True
+    price_call(call)
+    call.charged, charged_units = reservations.charge_of(call.reservation, call.cost)
+    metrics.request_done(call)
+    if call.key is None:
+        return
+    record = _usage_record(call, call.key)
+    event = Event(
+        payload=encode(record),
+        organization_id=record.organization_id,
+        api_key_id=record.api_key_id,
+        created_at=record.created_at,
+    )
+    used = limits.Demand(input_tokens=record.prompt_tokens, output_tokens=record.completion_tokens)
+    guards = call.guards
+    completion = guards.completion(used=used, attempts=call.attempt_log, ttft_ms=call.ttft_ms) if guards else []
+    await reservations.record(
+        call.gateway,
+        organization_id=record.organization_id,
+        hold_id=record.request_id,
+        reservation=call.reservation,
+        charged_units=charged_units,
+        event=event,
+        extra=completion,
+    )
+
+
+def _usage_record(call: Call, key: KeyCredentials) -> UsageRecord:
+    usage = call.usage or {}
+    details = usage.get("prompt_tokens_details") or {}
+    return UsageRecord(
+        request_id=call.request.request_id,
+        organization_id=key.organization_id,
+        api_key_id=key.key_id,
+        endpoint=call.endpoint,
+        public_model=call.model.name if call.model else "",
+        deployment_id=call.deployment.id if call.deployment else None,
+        provider=call.provider,
+        stream=call.stream,
+        status_code=call.status_code,
+        error_type=call.error_type,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        usage_source=call.usage_source if call.usage else "void",
+        latency_ms=call.request.elapsed_ms(),
+        ttft_ms=call.ttft_ms,
+        attempts=call.attempts,
+        client_disconnected=call.client_disconnected,
+        created_at=call.request.started_wall,
+        provider_cost_usd=str(_provider_cost(call)),
+        charged=str(call.charged),
+        attempt_log=call.attempt_log,
+    )
+
+
+def price_call(call: Call) -> Decimal | None:
+    """The call's cost in credits at the price in force when it arrived (shown
+    to the client; the usage drain bills with the same rule)."""
+    if call.key is None or call.model is None or call.config is None or not call.usage:
+        return None
+    usage = call.usage
+    _, call.cost = call.config.prices.cost(
+        public_model=call.model.name,
+        organization_id=call.key.organization_id,
+        moment=datetime.fromtimestamp(call.request.started_wall, UTC),
+        prompt=int(usage.get("prompt_tokens") or 0),
+        cached=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+        completion=int(usage.get("completion_tokens") or 0),
+    )
+    return call.cost
+
+
+def _provider_cost(call: Call) -> Decimal:
+    """What the deployment's provider charges for this call, USD, from its cost rates."""
+    deployment, usage = call.deployment, call.usage
+    if deployment is None or not usage:
+        return Decimal(0)
+    prompt = int(usage.get("prompt_tokens") or 0)
+    cached = min(prompt, int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0))
+    rates = Terms(deployment.cost_input_per_1m, deployment.cost_cached_input_per_1m, deployment.cost_output_per_1m)
+    return cost_usd(rates, Tokens(prompt=prompt, cached=cached, completion=int(usage.get("completion_tokens") or 0)))
+
+
+@contextlib.asynccontextmanager
+async def recorded(call: Call) -> AsyncIterator[Call]:
+    """Records the call's usage event and metrics however the request ends."""
+    try:
+        yield call
+    except GatewayError as error:
+        call.status_code = error.status
+        raise
+    finally:
+        await finish(call)
+
+
+async def respond(call: Call, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    """Sends a whole JSON answer, recording the call before its bytes go out."""
+    await finish(call)
+    await protocol.send_json(call.request, status, payload, {**call.response_headers(), **(headers or {})})
