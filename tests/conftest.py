@@ -255,9 +255,9 @@ def celery_worker(live_services: None, transactional_db: None) -> Iterator[None]
 SLOW_FILES = {
     "browser/": "browser",
     "test_admin_scale.py": "scale",
-    "routing/test_openai_sdk.py": "clients",
-    "routing/test_anthropic_sdk.py": "clients",
-    "routing/test_v1_fuzz.py": "fuzz",
+    "gateway/test_openai_sdk.py": "clients",
+    "gateway/test_anthropic_sdk.py": "clients",
+    "gateway/test_v1_fuzz.py": "fuzz",
     "test_schemathesis.py": "fuzz",
     # These start their servers in their own bodies or fixtures, not through one below.
     "test_metrics_endpoint.py": "live_server",

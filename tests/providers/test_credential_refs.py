@@ -17,7 +17,7 @@ from providers.services import deployment_test_connection
 from tests.conftest import UPSTREAM_KEY
 from tests.factories import CredentialFactory, ProviderFactory
 from tests.fakes import FakeUpstream
-from tests.routing.test_adapters import route
+from tests.gateway.test_adapters import route
 
 
 @pytest.fixture

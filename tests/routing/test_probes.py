@@ -29,8 +29,8 @@ from routing import tasks
 from routing.probes import PROBE_TIMEOUT_CAP_SECONDS, deployments_probe
 from tests.conftest import UPSTREAM_KEY
 from tests.fakes import Behave, FakeUpstream
-from tests.routing.conftest import Gateway
-from tests.routing.test_adapters import route
+from tests.gateway.conftest import Gateway
+from tests.gateway.test_adapters import route
 
 NOW = 1_800_000_000.0  # the breakers' clock, passed explicitly: cooldowns without waiting
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]

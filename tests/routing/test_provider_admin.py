@@ -12,8 +12,8 @@ from providers.models import Credential, Deployment, Provider, PublicModel
 from tests.conftest import UPSTREAM_KEY
 from tests.factories import ProviderFactory
 from tests.fakes import Behave, FakeUpstream
-from tests.routing.conftest import Gateway
-from tests.routing.test_adapters import route
+from tests.gateway.conftest import Gateway
+from tests.gateway.test_adapters import route
 
 
 def test_a_credential_is_write_only(as_operator: Client) -> None:

@@ -10,8 +10,8 @@ import pytest
 
 from providers.models import Deployment, Provider, PublicModel
 from tests.fakes import Behave, FakeUpstream
-from tests.routing.conftest import Gateway
-from tests.routing.test_adapters import route
+from tests.gateway.conftest import Gateway
+from tests.gateway.test_adapters import route
 
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]
 

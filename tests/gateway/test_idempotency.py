@@ -18,9 +18,9 @@ from billing.models import LedgerEntry
 from gateway import idempotency
 from tests.factories import ApiKeyFactory
 from tests.fakes import Behave, FakeUpstream
+from tests.gateway.conftest import Gateway, simulator_settings
+from tests.gateway.test_adapters import route
 from tests.http import Reply, call
-from tests.routing.conftest import Gateway, simulator_settings
-from tests.routing.test_adapters import route
 
 MESSAGES: Any = [{"role": "user", "content": "Say hello, once"}]
 CHAT = {"model": "gpt-4o-mini", "messages": MESSAGES}

@@ -17,7 +17,7 @@ from oneflow.lib import money
 from providers.models import Deployment, Provider, PublicModel
 from providers.services import catalog_seed_demo
 from tests.factories import ApiKeyFactory, ModelAccessFactory
-from tests.routing.conftest import Gateway, simulator_settings
+from tests.gateway.conftest import Gateway, simulator_settings
 
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there, gateway!"}]
 

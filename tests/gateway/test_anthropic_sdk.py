@@ -15,8 +15,8 @@ import pytest
 
 from tests.conftest import UPSTREAM_KEY
 from tests.fakes import Behave, FakeUpstream
-from tests.routing.conftest import Gateway
-from tests.routing.test_adapters import route
+from tests.gateway.conftest import Gateway
+from tests.gateway.test_adapters import route
 
 LEGACY_SDK = Path(__file__).resolve().parents[2] / ".venv" / "legacy-sdk"
 MESSAGES: Any = [{"role": "user", "content": "Hello there, gateway!"}]

@@ -24,8 +24,8 @@ from billing.services import budget_create
 from billing.tasks import apply_usage_retention, drain_usage, reconcile_credits, reconcile_ledgers, rollup_usage
 from routing.tasks import probe_deployments
 from tests.factories import ApiKeyFactory, CreditGrantFactory, OrganizationFactory
+from tests.gateway.conftest import Gateway
 from tests.http import Reply, call
-from tests.routing.conftest import Gateway
 
 BODY = b'{"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello"}]}'
 # 28 integer digits: the most a NUMERIC(38, 10) column holds, and what SQLite's

@@ -13,7 +13,7 @@ import pytest
 
 from billing.models import LedgerEntry, Price
 from billing.selectors import credits_balance
-from tests.routing.conftest import Gateway
+from tests.gateway.conftest import Gateway
 
 MESSAGES: Any = [{"role": "user", "content": "How much does this cost?"}]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
+from tests.gateway.conftest import Gateway
 from tests.http import Reply, call
-from tests.routing.conftest import Gateway
 
 CHAT = b'{"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "Hello"}]}'
 JSON = {"Content-Type": "application/json"}

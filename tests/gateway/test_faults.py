@@ -32,8 +32,8 @@ from tests import http
 from tests.conftest import UPSTREAM_KEY
 from tests.factories import CredentialFactory, DeploymentFactory, ProviderFactory
 from tests.fakes import DEFAULT_REPLY, Behave, FakeUpstream, split_reply
-from tests.routing.conftest import Gateway
-from tests.routing.test_adapters import KINDS
+from tests.gateway.conftest import Gateway
+from tests.gateway.test_adapters import KINDS
 
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to the gateway"}]
 CHAT: dict[str, Any] = {"model": "smart", "messages": MESSAGES}

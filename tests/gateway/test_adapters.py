@@ -19,7 +19,7 @@ from providers.models import Deployment, Provider, PublicModel
 from tests.conftest import UPSTREAM_KEY
 from tests.factories import CredentialFactory, DeploymentFactory, ProviderFactory
 from tests.fakes import DEFAULT_REPLY, JSON_REPLY, Behave, FakeUpstream, anthropic_api, gemini_api, openai_api
-from tests.routing.conftest import Gateway
+from tests.gateway.conftest import Gateway
 
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to the gateway"}]
 WEATHER_TOOL: Any = {

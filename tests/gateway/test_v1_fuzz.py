@@ -27,7 +27,7 @@ from oneflow.lib.errors import InvalidInput
 from providers import tokens
 from providers.translate.anthropic import anthropic_request_to_openai, openai_to_anthropic_request
 from providers.translate.gemini import openai_to_gemini_request
-from tests.routing.asgi_client import Answer, AsgiClient, tenant_key
+from tests.gateway.asgi_client import Answer, AsgiClient, tenant_key
 
 FUZZ = settings(
     max_examples=500,

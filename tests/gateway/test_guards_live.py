@@ -16,9 +16,9 @@ from accounts.models import Organization
 from gateway.breakers import BreakerPolicy
 from providers.models import Deployment, Provider
 from tests.fakes import Behave, FakeUpstream
+from tests.gateway.conftest import Gateway
+from tests.gateway.test_adapters import route
 from tests.http import call
-from tests.routing.conftest import Gateway
-from tests.routing.test_adapters import route
 
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]
 

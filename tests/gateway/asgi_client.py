@@ -18,8 +18,8 @@ from django.test import override_settings
 from accounts import services as accounts_services
 from billing.services import credits_grant
 from providers.services import catalog_seed_demo
+from tests.gateway.conftest import simulator_settings
 from tests.http import Reply
-from tests.routing.conftest import simulator_settings
 
 
 class Answer(Reply):

@@ -27,8 +27,8 @@ from providers.models import Deployment
 from providers.selectors import catalog_build
 from providers.services import deployments_set_enabled
 from tests.factories import ApiKeyFactory, CreditGrantFactory, OrganizationFactory
+from tests.gateway.conftest import Gateway
 from tests.http import Reply, call
-from tests.routing.conftest import Gateway
 
 BURST = 40
 ROUNDS = 3

@@ -17,7 +17,7 @@ from billing.selectors import budget_book
 from billing.services import budget_create
 from gateway.reservations import budget_slots
 from tests.factories import ApiKeyFactory, CreditGrantFactory, OrganizationFactory
-from tests.routing.conftest import Gateway
+from tests.gateway.conftest import Gateway
 
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]
 # gpt-4o-mini holds about 0.000032 credits for this prompt with max_tokens=50.

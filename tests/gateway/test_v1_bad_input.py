@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.routing.asgi_client import Answer, AsgiClient, tenant_key
-from tests.routing.conftest import simulator_settings
+from tests.gateway.asgi_client import Answer, AsgiClient, tenant_key
+from tests.gateway.conftest import simulator_settings
 
 USER = {"role": "user", "content": "Hello"}
 CHAT = {"model": "gpt-4o-mini", "messages": [USER]}

@@ -10,7 +10,7 @@ import pytest
 
 from billing.models import BillingAccount, LedgerEntry
 from billing.services import ledger_reconcile
-from tests.routing.conftest import Gateway
+from tests.gateway.conftest import Gateway
 
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]
 

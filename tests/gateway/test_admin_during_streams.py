@@ -20,9 +20,9 @@ from django.urls import reverse
 from accounts.models import User
 from providers.models import Deployment, Provider
 from tests.fakes import Behave, FakeUpstream
+from tests.gateway.conftest import Gateway
+from tests.gateway.test_adapters import route
 from tests.http import call
-from tests.routing.conftest import Gateway
-from tests.routing.test_adapters import route
 
 WORDS = 30
 TEXT = " ".join(f"word{i}" for i in range(WORDS))

@@ -24,8 +24,8 @@ from oneflow.lib import config_version, redis
 from providers.models import Deployment, Provider, PublicModel
 from providers.selectors import catalog_build, model_grants
 from tests.factories import BudgetFactory, CredentialFactory, ModelAccessFactory, PlanFactory
+from tests.gateway.conftest import Gateway
 from tests.http import call
-from tests.routing.conftest import Gateway
 
 Capture = Callable[..., Any]
 

@@ -18,7 +18,7 @@ import pytest
 
 from gateway.asgi import GatewayApp
 from oneflow.lib.asgi import LifespanMiddleware
-from tests.routing.asgi_client import tenant_key
+from tests.gateway.asgi_client import tenant_key
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
