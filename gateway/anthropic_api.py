@@ -14,13 +14,14 @@ from gateway import protocol, validation_anthropic
 from gateway.admission import admit
 from gateway.attempts import complete, open_stream
 from gateway.call import Call
-from gateway.errors import bad_request
+from gateway.errors import bad_request, model_not_found
 from gateway.openai_api import read_json
-from gateway.protocol import Request
+from gateway.protocol import Request, raw_key
 from gateway.settlement import recorded, respond
 from gateway.streaming import forward
 from oneflow.lib import sse
 from oneflow.lib.errors import InvalidInput
+from providers import tokens
 from providers.adapters import UpstreamError
 from providers.translate.anthropic import (
     OpenAIStreamToAnthropic,
@@ -43,6 +44,25 @@ async def messages(request: Request) -> None:
         else:
             answer = openai_response_to_anthropic(await complete(call), model=str(raw.get("model")))
             await respond(call, 200, answer, {"request-id": request.request_id})
+
+
+async def count_tokens(request: Request) -> None:
+    """``POST /v1/messages/count_tokens``: the prompt's input tokens, counted offline
+    with the tokenizer of the model's first deployment; free, and never billed.
+    Claude Code asks it before large requests."""
+    raw = validation_anthropic.count_tokens_request(await read_json(request))
+    config = await request.gateway.snapshots.fresh()
+    key = await config.authenticate(raw_key(request))
+    model = config.usable(key, raw["model"])
+    if model is None or model.kind != "chat":
+        raise model_not_found(raw["model"])
+    try:
+        body = anthropic_request_to_openai({**raw, "max_tokens": 1, "stream": False})
+    except InvalidInput as exc:
+        raise bad_request(exc.message, param=exc.param) from None
+    tokenizer = model.deployments[0].target.upstream_model if model.deployments else model.name
+    counted = {"input_tokens": tokens.count_chat_prompt(body, model=tokenizer)}
+    await protocol.send_json(request, 200, counted, {"request-id": request.request_id})
 
 
 async def _stream(call: Call, model: str) -> None:

@@ -24,11 +24,14 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/v1/embeddings"): openai_api.embeddings,
     ("GET", "/v1/models"): openai_api.models_list,
     ("POST", "/v1/messages"): anthropic_api.messages,
+    ("POST", "/v1/messages/count_tokens"): anthropic_api.count_tokens,
 }
 
 
 def _is_anthropic(request: Request) -> bool:
-    return request.path.startswith("/v1/messages")
+    """Errors go out in the caller's protocol: Anthropic's on its paths, and for any
+    path to a client that names an Anthropic API version (every Anthropic SDK does)."""
+    return request.path.startswith("/v1/messages") or "anthropic-version" in request.headers
 
 
 async def _render_error(request: Request, error: GatewayError) -> None:

@@ -159,14 +159,20 @@ def _sampling(body: dict[str, Any]) -> None:
 
 
 def messages_request(body: Any) -> dict[str, Any]:
+    body = count_tokens_request(body)
+    max_tokens = body.get("max_tokens")
+    if not is_int(max_tokens) or not 1 <= max_tokens <= MAX_OUTPUT_TOKENS:
+        raise bad_request(f"max_tokens: expected an integer from 1 to {MAX_OUTPUT_TOKENS}.", param="max_tokens")
+    return body
+
+
+def count_tokens_request(body: Any) -> dict[str, Any]:
+    """What a Messages request and a token count share: all but max_tokens."""
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise bad_request("model: a model name is required.", param="model")
-    max_tokens = body.get("max_tokens")
-    if not is_int(max_tokens) or not 1 <= max_tokens <= MAX_OUTPUT_TOKENS:
-        raise bad_request(f"max_tokens: expected an integer from 1 to {MAX_OUTPUT_TOKENS}.", param="max_tokens")
     _messages(body.get("messages"))
     _system(body.get("system"))
     stream = body.get("stream")
