@@ -61,5 +61,10 @@ def breaker(deployment_id: int) -> str:
     return f"oneflow:breaker:{scope(deployment_id)}"
 
 
+# Every breaker, every limit counter (tests and operators' clean-ups).
+BREAKER_PATTERN = "oneflow:breaker:*"
+LIMIT_PATTERN = "oneflow:limit:*"
+
+
 def idempotency(key_prefix: str, value: str) -> str:
     return f"oneflow:idempotency:{scope(key_prefix)}:{value}"

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import threading
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,8 +16,7 @@ from billing import holds, usage
 from billing.holds import HOLD_TTL_SECONDS, BudgetSlot, Event, HoldStatus, Seeded, to_units
 from oneflow.lib import redis, redis_keys, scripts
 from oneflow.lib.scripts import Invocation
-
-R = TypeVar("R")
+from tests.redis_state import run
 
 ORG = 424242
 BUDGET = BudgetSlot(
@@ -44,10 +43,6 @@ def _clear() -> None:
 @pytest.fixture(autouse=True)
 def _empty() -> None:
     _clear()
-
-
-def run(invocation: Invocation[R]) -> R:
-    return scripts.run(redis.sync_client(), invocation)
 
 
 def free() -> int | None:

@@ -77,43 +77,48 @@ class AsgiClient:
 
     async def _call(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> Answer:
         sent = {"authorization": f"Bearer {self.key}", "content-type": "application/json", **headers}
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(k.encode(), v.encode()) for k, v in sent.items()],
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 80),
-        }
-        done = asyncio.Event()
-        pending = [{"type": "http.request", "body": body, "more_body": False}]
-        start: dict[str, Any] = {}
-        chunks: list[bytes] = []
+        return await call_app(self.app, method, path, body, sent)
 
-        async def receive() -> dict[str, Any]:
-            if pending:
-                return pending.pop()
-            await done.wait()  # the client stays until the answer is complete
-            return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                start.update(message)
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body"):
-                    done.set()
+async def call_app(app: Any, method: str, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+    """One request through the ASGI ``app`` in-process, the body sent whole."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    done = asyncio.Event()
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    start: dict[str, Any] = {}
+    chunks: list[bytes] = []
 
-        await self.app(scope, receive, send)
-        done.set()
-        headers_out = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
-        return Answer(start["status"], headers_out, b"".join(chunks))
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop()
+        await done.wait()  # the client stays until the answer is complete
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                done.set()
+
+    await app(scope, receive, send)
+    done.set()
+    headers_out = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
+    return Answer(start["status"], headers_out, b"".join(chunks))
 
 
 def tenant_key() -> str:

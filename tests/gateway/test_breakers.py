@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -23,29 +22,14 @@ from oneflow.lib import redis, redis_keys, scripts
 from oneflow.lib.scripts import Invocation
 from providers.models import Deployment
 from providers.services import catalog_seed_demo
+from tests.redis_state import forget, fresh, run
 
 NOW = 1_800_000_000.0  # a frozen clock: every call below passes it explicitly
 POLICY = BreakerPolicy()  # 5 in a row, over 50 % of at least 20 in 60 s, one probe after 60 s
 ID = 4242
 
-R = TypeVar("R")
 
-
-def _clear() -> None:
-    client = redis.sync_client()
-    for key in client.scan_iter("oneflow:breaker:*"):
-        client.delete(key)
-
-
-@pytest.fixture(autouse=True)
-def _no_breakers() -> Iterator[None]:
-    _clear()
-    yield
-    _clear()
-
-
-def run(invocation: Invocation[R]) -> R:
-    return scripts.run(redis.sync_client(), invocation)
+_no_breakers = fresh(redis_keys.BREAKER_PATTERN)
 
 
 def fail(times: int = 1, *, now: float = NOW, deployment: int = ID, policy: BreakerPolicy = POLICY) -> State:
@@ -201,7 +185,7 @@ def test_the_gateways_asyncio_side_runs_the_same_scripts() -> None:
         breakers.health([ID], policy=POLICY, now=NOW + 61),
     ]
     synced = [run(invocation) for invocation in invocations]
-    _clear()
+    forget(redis_keys.BREAKER_PATTERN)
 
     async def scenario() -> list[Any]:
         client = redis.async_client()
@@ -285,7 +269,7 @@ _LEGAL = {
 @settings(max_examples=60, deadline=None)
 @given(st.lists(_step, max_size=40))
 def test_any_sequence_of_outcomes_keeps_the_state_machine_valid(steps: list[tuple[str, str, int]]) -> None:
-    _clear()
+    forget(redis_keys.BREAKER_PATTERN)
     now, opened_at, row = NOW, None, 0
     for action, caller, wait in steps:
         now += wait
@@ -314,7 +298,7 @@ def test_any_sequence_of_outcomes_keeps_the_state_machine_valid(steps: list[tupl
         if transition.after is not State.CLOSED:
             row = 0
     _assert_one_probe_at_most(now)
-    _clear()
+    forget(redis_keys.BREAKER_PATTERN)
 
 
 def _assert_one_probe_at_most(now: float) -> None:

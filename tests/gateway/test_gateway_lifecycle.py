@@ -18,43 +18,16 @@ import pytest
 
 from gateway.asgi import GatewayApp
 from oneflow.lib.asgi import LifespanMiddleware
-from tests.gateway.asgi_client import tenant_key
+from tests.gateway.asgi_client import call_app, tenant_key
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
 
 
 async def post(app: Any, path: str, body: dict[str, Any], key: str = "") -> tuple[int, dict[str, Any]]:
-    """One request through ``app`` in-process; the status and the JSON answer."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 80),
-    }
-    pending = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if pending:
-            return pending.pop()
-        await asyncio.sleep(3600)  # the client stays until the answer is complete
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    body_bytes = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return sent[0]["status"], json.loads(body_bytes)
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    answer = await call_app(app, "POST", path, json.dumps(body).encode(), headers)
+    return answer.status, answer.json()
 
 
 def test_a_request_before_startup_is_a_503_in_the_clients_shape() -> None:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from django.contrib.admin.sites import site
@@ -35,27 +34,12 @@ from oneflow.lib import config_version, redis, redis_keys, scripts
 from oneflow.lib.scripts import Invocation
 from providers.adapters.base import Target
 from providers.selectors import DeploymentView
+from tests.redis_state import forget, fresh, run
 
 NOW = 1_800_000_000.0  # a frozen clock: every call below passes it explicitly
 
-R = TypeVar("R")
 
-
-def _clear() -> None:
-    client = redis.sync_client()
-    for key in client.scan_iter("oneflow:limit:*"):
-        client.delete(key)
-
-
-@pytest.fixture(autouse=True)
-def _no_counters() -> Iterator[None]:
-    _clear()
-    yield
-    _clear()
-
-
-def run(invocation: Invocation[R]) -> R:
-    return scripts.run(redis.sync_client(), invocation)
+_no_counters = fresh(redis_keys.LIMIT_PATTERN)
 
 
 def rpm(limit: int, scope: str = "org") -> Rule:
@@ -224,7 +208,7 @@ def test_the_gateways_asyncio_side_runs_the_same_scripts() -> None:
         limits.admit(rules, Demand(output_tokens=1000), request_id="b", now=NOW),
     ]
     synced = [run(invocation) for invocation in invocations]
-    _clear()
+    forget(redis_keys.LIMIT_PATTERN)
 
     async def scenario() -> list[Any]:
         client = redis.async_client()

@@ -22,8 +22,9 @@ from billing.models import UsageRollup
 from billing.services import credits_grant
 from gateway import breakers
 from gateway.breakers import Outcome
-from oneflow.lib import redis, scripts
+from oneflow.lib import redis, redis_keys, scripts
 from providers.models import Deployment, Provider, PublicModel
+from tests.redis_state import fresh
 
 NOW = datetime(2026, 3, 10, 15, 30, tzinfo=UTC)
 HOUR = NOW.replace(minute=0)  # the running hour: the last bucket of the 24-hour window
@@ -42,17 +43,7 @@ def _ten_credits_per_usd(settings: Any) -> None:
     settings.CREDITS_PER_USD = Decimal(10)
 
 
-def _clear_breakers() -> None:
-    client = redis.sync_client()
-    for key in client.scan_iter("oneflow:breaker:*"):
-        client.delete(key)
-
-
-@pytest.fixture(autouse=True)
-def _no_breaker_state() -> Iterator[None]:
-    _clear_breakers()
-    yield
-    _clear_breakers()
+_no_breaker_state = fresh(redis_keys.BREAKER_PATTERN)
 
 
 def organization(name: str) -> Organization:

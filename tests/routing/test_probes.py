@@ -5,9 +5,8 @@ provider refuses (as live traffic does); operators see and clear the flag."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import openai
 import pytest
@@ -21,8 +20,7 @@ from billing.models import UsageEvent
 from gateway import breakers
 from gateway.breakers import Health, Outcome, State, Verdict
 from oneflow.celery import app as celery_app
-from oneflow.lib import redis, redis_keys, scripts
-from oneflow.lib.scripts import Invocation
+from oneflow.lib import redis, redis_keys
 from providers.models import Credential, Deployment, Provider, PublicModel
 from providers.services import credential_flag
 from routing import tasks
@@ -31,29 +29,13 @@ from tests.conftest import UPSTREAM_KEY
 from tests.fakes import Behave, FakeUpstream
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_adapters import route
+from tests.redis_state import fresh, run
 
 NOW = 1_800_000_000.0  # the breakers' clock, passed explicitly: cooldowns without waiting
 MESSAGES: Any = [{"role": "user", "content": "Hello"}]
 
-R = TypeVar("R")
 
-
-def _clear_breakers() -> None:
-    client = redis.sync_client()
-    for key in client.scan_iter("oneflow:breaker:*"):
-        client.delete(key)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_breakers() -> Iterator[None]:
-    """Deployment ids come round again between tests; their breakers must not."""
-    _clear_breakers()
-    yield
-    _clear_breakers()
-
-
-def run(invocation: Invocation[R]) -> R:
-    return scripts.run(redis.sync_client(), invocation)
+_fresh_breakers = fresh(redis_keys.BREAKER_PATTERN)
 
 
 @pytest.fixture
