@@ -40,6 +40,7 @@ def overview(request: HttpRequest, dashboard: Dashboard) -> HttpResponse:
             "low_balance": balance < settings.DASHBOARD_LOW_BALANCE_CREDITS,
             "low_balance_threshold": money.display_text(settings.DASHBOARD_LOW_BALANCE_CREDITS),
             "usage": usage,
+            "daily": [{"day": day, "cost": money.display_text(day.cost)} for day in usage.days],
             "spend": money.display_text(usage.cost),
             "error_rate": None if usage.error_rate is None else f"{usage.error_rate:.1%}",
             "top_models": [{**row, "cost": money.display_text(row["cost"] or 0)} for row in usage.top_models],

@@ -21,12 +21,27 @@ def test_display_rounds_half_up_at_two_places() -> None:
     assert money.display_text(Decimal("3")) == "3.00"
 
 
+def test_a_charge_too_small_for_cents_keeps_two_significant_digits() -> None:
+    assert money.display_text(Decimal("0.000418")) == "0.00042"
+    assert money.display_text(Decimal("0.0049")) == "0.0049"
+    assert money.display_text(Decimal("-0.0000015")) == "-0.0000015"
+    assert money.display_text(Decimal("0.005")) == "0.01"
+    assert money.display_text(Decimal(0)) == "0.00"
+
+
+@given(st.decimals(min_value=Decimal("-0.0049"), max_value=Decimal("0.0049"), places=12, allow_nan=False))
+def test_no_amount_that_is_not_zero_shows_as_zero(value: Decimal) -> None:
+    shown = money.display(value)
+    assert (shown == 0) == (value == 0)
+    assert abs(shown - value) <= abs(value) * Decimal("0.05"), "two significant digits: within 5 %"
+
+
 def test_floats_are_refused() -> None:
     with pytest.raises(TypeError):
         money.internal(0.1)  # type: ignore[arg-type]
 
 
-@given(amounts)
+@given(amounts.filter(lambda value: value == 0 or abs(value) >= Decimal("0.005")))
 def test_display_is_half_up_and_within_half_a_cent(value: Decimal) -> None:
     shown = money.display(value)
     assert abs(shown - value) <= Decimal("0.005")

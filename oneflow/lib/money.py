@@ -34,9 +34,15 @@ def internal(value: Decimal | int | str) -> Decimal:
 
 
 def display(value: Decimal | int | str) -> Decimal:
-    """What a person sees: half-up to 2 decimal places."""
-    return to_decimal(value).quantize(DISPLAY_QUANTUM, context=CONTEXT)
+    """What a person sees: half-up to 2 decimal places; but an amount that is not
+    zero never shows as 0.00: it keeps two significant digits (a request that cost
+    0.000418 credits shows 0.00042), so a small charge is never hidden."""
+    amount = to_decimal(value)
+    shown = amount.quantize(DISPLAY_QUANTUM, context=CONTEXT)
+    if shown or not amount:
+        return shown
+    return amount.quantize(Decimal(1).scaleb(amount.adjusted() - 1), context=CONTEXT)
 
 
 def display_text(value: Decimal | int | str) -> str:
-    return f"{display(value):.2f}"
+    return f"{display(value):f}"

@@ -66,7 +66,7 @@ def test_usage_by_model_and_csv(as_alice: APIClient, acme: Organization) -> None
     exported = as_alice.get(f"/api/organizations/{acme.pk}/usage.csv", {"group_by": "model"})
     assert exported["Content-Type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(exported.content.decode())))
-    assert [(r["group"], r["cost"]) for r in table] == [("claude-sonnet-4", "0.00"), ("gpt-4o-mini", "0.00")]
+    assert [(r["group"], r["cost"]) for r in table] == [("claude-sonnet-4", "0.0015"), ("gpt-4o-mini", "0.0040")]
     bad = as_alice.get(f"/api/organizations/{acme.pk}/usage", {"group_by": "colour"})
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "group_by"
