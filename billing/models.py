@@ -29,6 +29,9 @@ class UsageEvent(models.Model):
     api_key = models.ForeignKey("accounts.ApiKey", null=True, on_delete=models.SET_NULL, related_name="+")
     endpoint = models.CharField(max_length=32)
     public_model = models.CharField(max_length=200)
+    # The name the client asked for when it named no model it may use (unknown,
+    # hidden, not allowed): shown in its request log; never grouped or priced by.
+    requested_model = models.CharField(max_length=200, blank=True, default="")
     # Deployment and provider as they were: billing does not depend on the providers app.
     deployment_id = models.PositiveIntegerField(null=True)
     provider = models.CharField(max_length=100, blank=True)

@@ -47,6 +47,7 @@ class UsageRecord:
     provider_cost_usd: str = "0"  # Decimal as text: JSON has no exact decimals
     charged: str = "0"  # credits the ledger takes for this request (never more than its hold)
     attempt_log: list[dict[str, Any]] = field(default_factory=list)  # deployment, provider, status, error, ms
+    requested_model: str = ""  # the name asked for, when it resolved to no model (public_model is "")
 
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
@@ -58,6 +59,8 @@ def encode(record: UsageRecord) -> bytes:
 
 
 def decode(fields: dict[Any, Any]) -> dict[str, Any]:
+    """An event's fields; any a newer gateway added that this release does not know
+    are left out, so a rolling deploy's old drain still stores the event."""
     raw = fields.get(FIELD) or fields.get(FIELD.decode()) or b"{}"
     value: dict[str, Any] = json.loads(raw)
-    return value
+    return {name: value[name] for name in _FIELDS if name in value}

@@ -19,6 +19,7 @@ from gateway.snapshots import Config
 from oneflow.lib import scripts
 from oneflow.lib.scripts import Invocation
 
+MAX_MODEL_NAME = 200  # what the request log keeps of a name that resolved to no model
 ADMISSIONS = 4  # judgements of one request on ever newer Configs before it gives up
 
 
@@ -88,6 +89,8 @@ async def _admit(
     judged anew on the new rules (see _slots_of).
     """
     call.key = await config.authenticate(raw_key(call.request))
+    if isinstance(model_name, str):
+        call.requested_model = model_name[:MAX_MODEL_NAME]
     if not isinstance(model_name, str) or not model_name:
         raise GatewayError(400, "you must provide a model parameter", param="model", code="missing_model")
     model = config.catalog.find(model_name)

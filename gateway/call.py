@@ -25,6 +25,7 @@ class Call:
 
     request: Request
     endpoint: str
+    requested_model: str = ""  # the model name as the client sent it
     key: KeyCredentials | None = None
     model: ModelView | None = None
     body: dict[str, Any] = field(default_factory=dict)

@@ -97,6 +97,7 @@ def _usage_record(call: Call, key: KeyCredentials) -> UsageRecord:
         api_key_id=key.key_id,
         endpoint=call.endpoint,
         public_model=call.model.name if call.model else "",
+        requested_model="" if call.model else call.requested_model,
         deployment_id=call.deployment.id if call.deployment else None,
         provider=call.provider,
         stream=call.stream,
