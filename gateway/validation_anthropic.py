@@ -14,7 +14,8 @@ from typing import Any
 from gateway.errors import GatewayError, bad_request
 from gateway.validation import MAX_OUTPUT_TOKENS, is_int, is_number, is_one_of, kind_of
 
-ROLES = {"user", "assistant"}
+# Claude Code sends system-role messages in the middle of a conversation (PROTOCOLS.md §2.3).
+ROLES = {"user", "assistant", "system"}
 MAX_USER_ID = 256  # Anthropic's own limit on metadata.user_id
 
 
@@ -90,7 +91,7 @@ def _messages(messages: Any) -> None:
         if not isinstance(message, dict):
             raise _wrong(path, "an object", message)
         if not is_one_of(message.get("role"), ROLES):
-            raise bad_request(f"{path}.role: expected 'user' or 'assistant'.", param=f"{path}.role")
+            raise bad_request(f"{path}.role: expected 'user', 'assistant' or 'system'.", param=f"{path}.role")
         content = message.get("content")
         if not content and (message["role"] != "assistant" or index + 1 < len(messages)):
             # Anthropic's rule: only a final assistant turn (a prefill) may be empty.

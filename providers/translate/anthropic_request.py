@@ -344,12 +344,21 @@ def _openai_messages(message: Any, index: int) -> list[Json]:
     if not isinstance(message, dict):
         raise _bad_message(index, "each message must be an object.")
     role, content = message.get("role"), message.get("content")
-    if role not in {"user", "assistant"}:
-        raise _bad_message(index, f"role must be 'user' or 'assistant', not {role!r}.")
+    if role not in {"user", "assistant", "system"}:
+        raise _bad_message(index, f"role must be 'user', 'assistant' or 'system', not {role!r}.")
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
     if not isinstance(blocks, list) or not all(isinstance(block, dict) for block in blocks):
         raise _bad_message(index, "content must be a string or a list of content blocks.")
+    if role == "system":
+        return [_from_system_blocks(blocks, index)]
     return _from_user_blocks(blocks, index) if role == "user" else [_from_assistant_blocks(blocks, index)]
+
+
+def _from_system_blocks(blocks: list[Json], index: int) -> Json:
+    """A system message where the conversation has it: OpenAI takes them anywhere."""
+    if not all(_is_text_block(block) for block in blocks):
+        raise _bad_message(index, "a system message may hold text blocks only.")
+    return {"role": "system", "content": "\n".join(block.get("text") or "" for block in blocks)}
 
 
 def _from_user_blocks(blocks: list[Json], index: int) -> list[Json]:

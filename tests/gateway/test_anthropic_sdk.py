@@ -139,3 +139,16 @@ def test_an_older_anthropic_sdk_works_too(gateway: Gateway) -> None:
     assert answer["text"] == answer["streamed"]
     assert answer["output_tokens"] > 0
     assert len(gateway.events()) == 2
+
+
+def test_a_system_message_between_turns_is_served_as_claude_code_sends_it(gateway: Gateway) -> None:
+    """Claude Code puts system-role messages in the conversation; the SDK's types do not name them."""
+    turns: Any = [
+        {"role": "user", "content": "Fix the bug."},
+        {"role": "system", "content": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "user", "content": "Go on."},
+    ]
+    message = client(gateway).messages.create(model="gpt-4o-mini", max_tokens=64, messages=turns)
+    assert message.stop_reason == "end_turn"
+    [event] = gateway.events()
+    assert (event.endpoint, event.status_code) == ("messages", 200)

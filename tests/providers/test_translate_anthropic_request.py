@@ -466,6 +466,28 @@ def test_it_maps_anthropic_tool_choice_to_openai(tool_choice: dict[str, Any], ex
 VALID = {"model": "claude-sonnet", "max_tokens": 100, "messages": [{"role": "user", "content": "Hi"}]}
 
 
+def test_a_system_message_in_the_conversation_stays_where_it_is() -> None:
+    """Claude Code sends system-role messages between turns (PROTOCOLS.md §2.3); OpenAI takes them anywhere."""
+    cached = {"type": "text", "text": "Tool output is truncated.", "cache_control": {"type": "ephemeral"}}
+    body = VALID | {
+        "system": "You are a coding agent.",
+        "messages": [
+            {"role": "user", "content": "Fix the bug."},
+            {"role": "system", "content": [cached, {"type": "text", "text": "Be brief."}]},
+            {"role": "user", "content": "Go on."},
+        ],
+    }
+
+    roles = [(m["role"], m["content"]) for m in anthropic_request_to_openai(body)["messages"]]
+
+    assert roles == [
+        ("system", "You are a coding agent."),
+        ("user", "Fix the bug."),
+        ("system", "Tool output is truncated.\nBe brief."),
+        ("user", "Go on."),
+    ]
+
+
 @pytest.mark.parametrize(
     ("changes", "param"),
     [
@@ -477,7 +499,8 @@ VALID = {"model": "claude-sonnet", "max_tokens": 100, "messages": [{"role": "use
         ({"max_tokens": "100"}, "max_tokens"),
         ({"messages": []}, "messages"),
         ({"messages": "Hi"}, "messages"),
-        ({"messages": [{"role": "system", "content": "Hi"}]}, "messages"),
+        ({"messages": [{"role": "tool", "content": "Hi"}]}, "messages"),
+        ({"messages": [{"role": "system", "content": [{"type": "image", "source": {}}]}]}, "messages"),
         ({"messages": [{"role": "user", "content": [{"type": "video", "source": {}}]}]}, "messages"),
         ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]}, "messages"),
         ({"system": [{"type": "image"}]}, "system"),
