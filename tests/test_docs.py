@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "architecture.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 # A name without a slash counts as a path only with one of these endings (manage.py).
 EXTENSIONS = (".py", ".md", ".yaml", ".yml", ".toml", ".conf", ".sh", ".json", ".txt")
@@ -102,3 +103,19 @@ def test_a_name_counts_only_where_it_is_defined(tmp_path: Path) -> None:
 
 def test_the_readme_links_the_architecture_doc() -> None:
     assert "(docs/architecture.md)" in (ROOT / "README.md").read_text()
+
+
+def test_every_other_doc_points_at_real_code_too() -> None:
+    """The pages beside architecture.md (translation rules, ...) name code the same way."""
+    others = [doc for doc in DOCS if doc != DOC]
+    found = [(doc.name, ref) for doc in others for ref in references(doc.read_text())]
+    missing = sorted(f"{name}: {ref.path}" for name, ref in found if not (ROOT / ref.path).exists())
+    undefined = sorted(
+        f"{name}: {ref.path}::{ref.name}"
+        for name, ref in found
+        if ref.name and (ROOT / ref.path).is_file() and not defines(ROOT / ref.path, ref.name)
+    )
+    assert others and found
+    assert (missing, undefined) == ([], [])
+    readme = (ROOT / "README.md").read_text()
+    assert [doc.name for doc in others if f"(docs/{doc.name})" not in readme] == [], "the README links every doc"
