@@ -257,6 +257,7 @@ SLOW_FILES = {
     "test_admin_scale.py": "scale",
     "gateway/test_openai_sdk.py": "clients",
     "gateway/test_anthropic_sdk.py": "clients",
+    "gateway/test_coding_agents.py": "clients",
     "gateway/test_v1_fuzz.py": "fuzz",
     "test_schemathesis.py": "fuzz",
     # These start their servers in their own bodies or fixtures, not through one below.
