@@ -158,6 +158,12 @@ else:
 # --- Redis, cache, Celery -----------------------------------------------------
 
 REDIS_URL = env.secret("REDIS_URL")
+# Connections one client may open (one client per web worker's gateway). A
+# request needing one more waits up to REDIS_POOL_TIMEOUT_SECONDS for a free one
+# rather than failing: redis-py's default pool raises at 100 in use, which a
+# burst of 200 requests on one worker reached (the client then answered 500).
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", 256, minimum=1)
+REDIS_POOL_TIMEOUT_SECONDS = env.int("REDIS_POOL_TIMEOUT_SECONDS", 5, minimum=1)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

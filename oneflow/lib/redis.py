@@ -40,7 +40,13 @@ def async_client() -> redis.asyncio.Redis:
     so its owner (the gateway, for a worker's life) keeps it and closes it."""
     if is_embedded():
         return fakeredis.FakeAsyncRedis(server=_embedded_server())
-    return redis.asyncio.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        settings.REDIS_URL,
+        max_connections=settings.REDIS_MAX_CONNECTIONS,
+        timeout=settings.REDIS_POOL_TIMEOUT_SECONDS,
+        health_check_interval=30,
+    )
+    return redis.asyncio.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 class EmbeddedConnectionPool(redis.ConnectionPool):
