@@ -42,17 +42,13 @@ from django.conf import settings
 
 from gateway import metrics
 from oneflow.lib import redis, redis_keys, scripts
-from oneflow.lib.scripts import Invocation, Script, answered
+from oneflow.lib.scripts import LUA_CLOCK, Invocation, Script, answered, now_arg
 
 BREAKER_TTL_SECONDS = 7 * 24 * 3600  # a deployment nobody calls any more leaves no state behind
 
-_HELPERS = """
-local function now_ms(arg)
-  if arg ~= '' then return tonumber(arg) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function int(n) return string.format('%.0f', n) end
+_HELPERS = (
+    LUA_CLOCK
+    + """
 local function state_of(key) return redis.call('HGET', key, 's') or 'closed' end
 -- The error-rate rule counts only calls after the last change of state
 -- (from the next bucket on); the health figures count the whole window.
@@ -72,6 +68,7 @@ local function window(key, now, buckets, from)
   return calls, failures
 end
 """
+)
 
 CHECK_SCRIPT = (
     _HELPERS
@@ -311,10 +308,6 @@ class Checked:
     moved: list[Transition]  # the breakers this check moved to half-open
 
 
-def _now_arg(now: float | None) -> str:
-    return "" if now is None else str(int(now * 1000))
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -348,7 +341,7 @@ def check(
     if not deployment_ids:
         return answered(Checked({}, []))
     policy = policy or BreakerPolicy.from_settings()
-    args = [_now_arg(now), request_id, policy.cooldown_seconds * 1000, policy.probe_lease_seconds * 1000]
+    args = [now_arg(now), request_id, policy.cooldown_seconds * 1000, policy.probe_lease_seconds * 1000]
     return Invocation(CHECK, _keys(deployment_ids), args, lambda reply: _checked(reply, deployment_ids))
 
 
@@ -371,7 +364,7 @@ def record(
     """An outcome of a call: moves the state, feeds the health figures."""
     policy = policy or BreakerPolicy.from_settings()
     args = [
-        _now_arg(now),
+        now_arg(now),
         request_id,
         outcome.value,
         "" if latency_ms is None else f"{latency_ms:.3f}",
@@ -396,7 +389,7 @@ def _forced(reply: Any, deployment_ids: Sequence[int], after: State) -> list[Tra
 def _force(deployment_ids: Sequence[int], action: str, after: State, now: float | None) -> Invocation[list[Transition]]:
     if not deployment_ids:
         return answered([])
-    args = [_now_arg(now), action, BreakerPolicy.from_settings().bucket_ms]
+    args = [now_arg(now), action, BreakerPolicy.from_settings().bucket_ms]
     return Invocation(FORCE, _keys(deployment_ids), args, lambda reply: _forced(reply, deployment_ids, after))
 
 
@@ -441,7 +434,7 @@ def health(
     if not deployment_ids:
         return answered({})
     policy = policy or BreakerPolicy.from_settings()
-    args = [_now_arg(now), policy.bucket_ms, policy.buckets]
+    args = [now_arg(now), policy.bucket_ms, policy.buckets]
     return Invocation(HEALTH, _keys(deployment_ids), args, lambda reply: _health_of(reply, deployment_ids))
 
 

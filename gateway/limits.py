@@ -50,7 +50,7 @@ from typing import Any, Literal
 from accounts.selectors import KeyCredentials, RateLimits
 from gateway.errors import GatewayError
 from oneflow.lib import redis_keys
-from oneflow.lib.scripts import Invocation, Script, answered
+from oneflow.lib.scripts import LUA_CLOCK, Invocation, Script, answered, now_arg
 from providers.selectors import DeploymentView
 
 # A concurrency slot lapses this long after admission unless released first:
@@ -58,14 +58,9 @@ from providers.selectors import DeploymentView
 CONCURRENCY_LEASE_SECONDS = 15 * 60
 MAX_RETRY_AFTER_SECONDS = 60
 
-_NOW = """
-local function now_ms(arg)
-  if arg ~= '' then return tonumber(arg) end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
--- Integers past 14 digits would be written in exponent form by tostring.
-local function int(n) return string.format('%.0f', n) end
+_NOW = (
+    LUA_CLOCK
+    + """
 local function drained(key, limit, now)
   local state = redis.call('HMGET', key, 'l', 't')
   if not state[1] then return 0 end
@@ -77,6 +72,7 @@ local function store(key, level, limit, now)
   redis.call('PEXPIRE', key, math.ceil(level / limit) + 1000)
 end
 """
+)
 
 ADMIT_SCRIPT = (
     _NOW
@@ -292,10 +288,6 @@ COMPLETE = Script("limits.complete", COMPLETE_SCRIPT)
 Mode = Literal["admit", "peek", "force"]
 
 
-def _now_arg(now: float | None) -> str:
-    return "" if now is None else str(int(now * 1000))
-
-
 def _rule_args(rule: Rule, amount: int) -> list[Any]:
     return ["r" if rule.is_rate else "c", rule.limit, rule.window * 1000, amount]
 
@@ -339,7 +331,7 @@ def _admission(
 ) -> Invocation[Decision]:
     if not rules:
         return answered(_unlimited())
-    args: list[Any] = [_now_arg(now), mode, request_id, CONCURRENCY_LEASE_SECONDS * 1000, _version_arg(version)]
+    args: list[Any] = [now_arg(now), mode, request_id, CONCURRENCY_LEASE_SECONDS * 1000, _version_arg(version)]
     for rule in rules:
         args += _rule_args(rule, demand.cost(rule.kind))
     keys = [redis_keys.CONFIG_VERSION, *(rule.key for rule in rules)]
@@ -372,7 +364,7 @@ def complete(
     """Releases the request's slots and moves its token counts from ``counted`` to
     ``used`` (only while ``version`` is current); the number of slots released."""
     keys: list[str] = [redis_keys.CONFIG_VERSION]
-    args: list[Any] = [_now_arg(now), request_id, _version_arg(version)]
+    args: list[Any] = [now_arg(now), request_id, _version_arg(version)]
     for rule in rules:
         delta = used.cost(rule.kind) - counted.cost(rule.kind) if rule.kind in _TOKEN_KINDS else 0
         if rule.kind is Kind.CONCURRENCY or delta:

@@ -31,6 +31,24 @@ R_co = TypeVar("R_co", covariant=True)  # an invocation of a narrower reply is o
 logger = logging.getLogger(__name__)
 
 
+# Lua shared by scripts that take a clock: ``now_ms(ARGV[n])`` is the caller's time
+# when it passed one (tests), else Redis's own TIME, the one clock every replica
+# shares; ``int`` writes integers past 14 digits without an exponent.
+LUA_CLOCK = """
+local function now_ms(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function int(n) return string.format('%.0f', n) end
+"""
+
+
+def now_arg(now: float | None) -> str:
+    """The argument ``now_ms`` reads: milliseconds, or '' for Redis's clock."""
+    return "" if now is None else str(int(now * 1000))
+
+
 def _sha(source: str) -> str:
     return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
