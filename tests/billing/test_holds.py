@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import threading
 from decimal import Decimal
@@ -14,9 +13,9 @@ from hypothesis import strategies as st
 
 from billing import holds, usage
 from billing.holds import HOLD_TTL_SECONDS, BudgetSlot, Event, HoldStatus, Seeded, to_units
-from oneflow.lib import redis, redis_keys, scripts
+from oneflow.lib import redis, redis_keys
 from oneflow.lib.scripts import Invocation
-from tests.redis_state import run
+from tests.redis_state import both_ways, run
 
 ORG = 424242
 BUDGET = BudgetSlot(
@@ -237,15 +236,6 @@ def test_the_gateways_asyncio_client_gets_the_same_replies() -> None:
         holds.settle(organization_id=ORG, hold_id="r1", charged_units=0, event=holds.RELEASE, budget_keys=[BUDGET.key]),
         holds.expire(organization_id=ORG, now=1_000),
     ]
-    synced = [run(invocation) for invocation in invocations]
-    _clear()
-
-    async def main() -> list[Any]:
-        client = redis.async_client()
-        try:
-            return [await scripts.arun(client, invocation) for invocation in invocations]
-        finally:
-            await client.aclose()
-
-    assert asyncio.run(main()) == synced
+    synced, replies = both_ways(invocations, between=_clear)
+    assert replies == synced
     assert synced[2].granted and synced[3].status is HoldStatus.CREDITS_SHORT and synced[-1] == 20

@@ -3,7 +3,6 @@ probe of a half-open breaker, the operator's switches, health, and the admin pag
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any
 
@@ -18,11 +17,11 @@ from prometheus_client import REGISTRY
 from accounts.models import User
 from gateway import breakers
 from gateway.breakers import BreakerPolicy, Outcome, State, Verdict
-from oneflow.lib import redis, redis_keys, scripts
+from oneflow.lib import redis, redis_keys
 from oneflow.lib.scripts import Invocation
 from providers.models import Deployment
 from providers.services import catalog_seed_demo
-from tests.redis_state import forget, fresh, run
+from tests.redis_state import both_ways, forget, fresh, run
 
 NOW = 1_800_000_000.0  # a frozen clock: every call below passes it explicitly
 POLICY = BreakerPolicy()  # 5 in a row, over 50 % of at least 20 in 60 s, one probe after 60 s
@@ -184,17 +183,7 @@ def test_the_gateways_asyncio_side_runs_the_same_scripts() -> None:
         breakers.record(ID, request_id="p", outcome=Outcome.SUCCESS, policy=POLICY, latency_ms=90, now=NOW + 61),
         breakers.health([ID], policy=POLICY, now=NOW + 61),
     ]
-    synced = [run(invocation) for invocation in invocations]
-    forget(redis_keys.BREAKER_PATTERN)
-
-    async def scenario() -> list[Any]:
-        client = redis.async_client()
-        try:
-            return [await scripts.arun(client, invocation) for invocation in invocations]
-        finally:
-            await client.aclose()
-
-    replies = asyncio.run(scenario())
+    synced, replies = both_ways(invocations, between=lambda: forget(redis_keys.BREAKER_PATTERN))
     *_, probe, closed, health = replies
     assert [probe.verdicts[ID], closed.after, health[ID].latency_ms] == [Verdict.PROBE, State.CLOSED, 90.0]
     assert replies == synced, "the synchronous client reads the same replies"

@@ -3,7 +3,6 @@ headers in OpenAI's and the IETF's forms, and where the limits come from."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 from decimal import Decimal
@@ -30,11 +29,11 @@ from gateway.limits import (
     refusal,
     rules_for,
 )
-from oneflow.lib import config_version, redis, redis_keys, scripts
+from oneflow.lib import config_version, redis, redis_keys
 from oneflow.lib.scripts import Invocation
 from providers.adapters.base import Target
 from providers.selectors import DeploymentView
-from tests.redis_state import forget, fresh, run
+from tests.redis_state import both_ways, forget, fresh, run
 
 NOW = 1_800_000_000.0  # a frozen clock: every call below passes it explicitly
 
@@ -207,17 +206,7 @@ def test_the_gateways_asyncio_side_runs_the_same_scripts() -> None:
         ),
         limits.admit(rules, Demand(output_tokens=1000), request_id="b", now=NOW),
     ]
-    synced = [run(invocation) for invocation in invocations]
-    forget(redis_keys.LIMIT_PATTERN)
-
-    async def scenario() -> list[Any]:
-        client = redis.async_client()
-        try:
-            return [await scripts.arun(client, invocation) for invocation in invocations]
-        finally:
-            await client.aclose()
-
-    first, busy, released, second = asyncio.run(scenario())
+    synced, (first, busy, released, second) = both_ways(invocations, between=lambda: forget(redis_keys.LIMIT_PATTERN))
     assert [first.admitted, busy.admitted, released == 1, second.admitted] == [True, False, True, True]
     assert [first, busy, released, second] == synced, "the synchronous client reads the same replies"
     assert not run(limits.admit(rules, Demand(), request_id="c", now=NOW)).admitted, "both requests counted"
