@@ -13,7 +13,7 @@ from gateway import anthropic_api, idempotency, openai_api, protocol
 from gateway.core import Gateway
 from gateway.errors import GatewayError, bearer_challenge
 from gateway.protocol import ClientGone, Receive, Request, Scope, Send
-from oneflow.lib.asgi import send_error
+from oneflow.lib.asgi import send_error, speaks_anthropic
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +29,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
 
 
 def _is_anthropic(request: Request) -> bool:
-    """Errors go out in the caller's protocol: Anthropic's on its paths, and for any
-    path to a client that names an Anthropic API version (every Anthropic SDK does)."""
-    return request.path.startswith("/v1/messages") or "anthropic-version" in request.headers
+    return speaks_anthropic(request.path, names_version="anthropic-version" in request.headers)
 
 
 async def _render_error(request: Request, error: GatewayError) -> None:

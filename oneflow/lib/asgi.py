@@ -83,6 +83,12 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+def speaks_anthropic(path: str, *, names_version: bool) -> bool:
+    """Whether an error goes out in Anthropic's shape: on its paths, and on any path to
+    a client that names an Anthropic API version (every Anthropic SDK does)."""
+    return path.startswith("/v1/messages") or names_version
+
+
 async def send_error(
     scope: Scope,
     send: Send,
@@ -95,8 +101,9 @@ async def send_error(
 ) -> None:
     """An answer of these wrappers' own, in the shape the path's clients parse:
     Anthropic's on /v1/messages, OpenAI's (which /api shares) everywhere else."""
-    if scope.get("path", "").startswith("/v1/messages"):
-        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+    sent = dict(scope["headers"])
+    if speaks_anthropic(scope.get("path", ""), names_version=b"anthropic-version" in sent):
+        request_id = sent.get(b"x-request-id", b"").decode("latin-1")
         body: dict[str, Any] = {"type": "error", "error": {"type": anthropic_type, "message": message}}
         body |= {"request_id": request_id} if request_id else {}
     else:

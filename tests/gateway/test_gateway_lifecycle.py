@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
 
 
-async def post(app: Any, path: str, body: dict[str, Any], key: str = "") -> tuple[int, dict[str, Any]]:
-    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+async def post(app: Any, path: str, body: dict[str, Any], key: str = "", **extra: str) -> tuple[int, dict[str, Any]]:
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json", **extra}
     answer = await call_app(app, "POST", path, json.dumps(body).encode(), headers)
     return answer.status, answer.json()
 
@@ -40,6 +40,11 @@ def test_a_request_before_startup_is_a_503_in_the_clients_shape() -> None:
     status, answer = asyncio.run(post(app, "/v1/messages", {**CHAT, "max_tokens": 5}))
     assert status == 503
     assert answer["type"] == "error" and answer["error"]["type"] == "overloaded_error"
+
+    # The wrappers' own answers follow the same rule as the gateway's: a client naming an
+    # Anthropic API version gets Anthropic's shape on any path.
+    status, answer = asyncio.run(post(app, "/v1/chat/completions", CHAT, **{"anthropic-version": "2023-06-01"}))
+    assert (status, answer["type"], answer["error"]["type"]) == (503, "error", "overloaded_error")
 
 
 @pytest.mark.django_db(transaction=True)
