@@ -18,6 +18,7 @@ from gateway.breakers import BreakerPolicy, Checked, Outcome, Verdict
 from gateway.errors import GatewayError
 from gateway.limits import Decision, Demand
 from gateway.reservations import Bounds
+from oneflow.lib.config_version import Version
 from oneflow.lib.scripts import Invocation
 from providers.selectors import DeploymentView, ModelView
 
@@ -44,7 +45,7 @@ class Guards:
     deployment_ids: list[int]
     wants_health: bool
     policy: BreakerPolicy
-    version: limits.Version  # of the Config the rules were read from
+    version: Version  # of the Config the rules were read from
     quota_deployments: list[DeploymentView] = field(default_factory=list)
     headroom: dict[int, bool] = field(default_factory=dict)  # provider quotas: False = would hit a 429
     decision: Decision | None = None
@@ -64,7 +65,7 @@ class Guards:
         body: dict[str, Any],
         bounds: Bounds,
         policy: BreakerPolicy,
-        version: limits.Version,
+        version: Version,
     ) -> Guards:
         candidates = list(model.deployments)
         for name in model.fallback_models:

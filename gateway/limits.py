@@ -50,6 +50,7 @@ from typing import Any, Literal
 from accounts.selectors import KeyCredentials, RateLimits
 from gateway.errors import GatewayError
 from oneflow.lib import redis_keys
+from oneflow.lib.config_version import Version
 from oneflow.lib.scripts import LUA_CLOCK, Invocation, Script, answered, now_arg
 from providers.selectors import DeploymentView
 
@@ -310,9 +311,6 @@ def _decision(reply: Any, rules: Sequence[Rule]) -> Decision:
 def _unlimited() -> Decision:
     """The decision when no rule applies, without a round trip."""
     return Decision(admitted=True, states=(), now=time.time())
-
-
-Version = bytes | str | None  # a configuration version as Redis returns it
 
 
 def _version_arg(version: Version | Literal[""]) -> bytes | str:

@@ -27,6 +27,7 @@ from accounts.selectors import KeyCredentials, api_key_credentials
 from billing.selectors import BudgetBook, PriceBook, budget_book, price_book
 from gateway.errors import invalid_key
 from oneflow.lib import redis_keys
+from oneflow.lib.config_version import Version
 from oneflow.lib.db import in_thread
 from providers.selectors import Catalog, ModelView, catalog_build, model_grants
 
@@ -35,8 +36,6 @@ logger = logging.getLogger(__name__)
 KEY_TTL = 60.0  # seconds a key stays cached even if nothing changes
 MISSING_TTL = 30.0  # unknown prefixes, so a stream of bad keys does not hit the DB
 CATALOG_TTL = 300.0
-
-Version = bytes | str | None
 
 
 @dataclass

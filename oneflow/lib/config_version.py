@@ -19,6 +19,8 @@ from oneflow.lib import redis, redis_keys
 
 KEY = redis_keys.CONFIG_VERSION
 
+Version = bytes | str | None  # the version as a Redis client returns it (None: never bumped)
+
 
 def bump() -> None:
     """Advances the version once the current transaction commits (at once outside one)."""
