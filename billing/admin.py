@@ -32,7 +32,7 @@ from audit.admin import AuditedAdmin
 from audit.models import AuditEntry
 from audit.services import audit_record, row_changes
 from billing import price_imports, selectors, services
-from billing.forms import PriceFileForm, PriceImportConfirmForm, RefundForm
+from billing.forms import PriceFileForm, PriceForm, PriceImportConfirmForm, RefundForm
 from billing.models import (
     CREDITS_MAX,
     BillingAccount,
@@ -113,7 +113,10 @@ class UsageEventAdmin(ReadOnlyAdmin):
         "provider",
         "status_code",
         "prompt_tokens",
+        "cache_reads",
+        "cache_writes",
         "completion_tokens",
+        "reasoning",
         "usage_source",
         "latency_ms",
         "cost_display",
@@ -137,6 +140,19 @@ class UsageEventAdmin(ReadOnlyAdmin):
     @admin.display(description="key")
     def api_key_link(self, event: UsageEvent) -> str:
         return _api_key(event)
+
+    # Token classes apart, each a part of the prompt or completion column beside it.
+    @admin.display(description="cache reads")
+    def cache_reads(self, event: UsageEvent) -> int:
+        return event.cached_tokens
+
+    @admin.display(description="cache writes 5m / 1h")
+    def cache_writes(self, event: UsageEvent) -> str:
+        return f"{event.cache_write_5m_tokens} / {event.cache_write_1h_tokens}"
+
+    @admin.display(description="reasoning")
+    def reasoning(self, event: UsageEvent) -> int:
+        return event.reasoning_tokens
 
     @admin.display(description="cost (credits)")
     def cost_display(self, event: UsageEvent) -> str:
@@ -307,12 +323,11 @@ class PriceAdmin(AuditedAdmin):
     list_display = (
         "public_model",
         "effective_from",
-        "input_per_1m",
-        "cached_input_per_1m",
-        "output_per_1m",
+        *Price.RATES,
         "request_fee",
         "is_free",
     )
+    form = PriceForm
     list_filter = ("is_free",)
     search_fields = ("public_model",)
     ordering = ("public_model", "-effective_from")

@@ -100,9 +100,12 @@ class UsageRowOutput(serializers.Serializer):
     group = serializers.CharField(allow_null=True)
     requests = serializers.IntegerField()
     failed = serializers.IntegerField(source="errors", help_text="Requests that ended in an error.")
-    prompt_tokens = serializers.IntegerField()
-    cached_tokens = serializers.IntegerField()
-    completion_tokens = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField(help_text="Every input token, cache reads and writes included.")
+    cached_tokens = serializers.IntegerField(help_text="Cache reads (cached input), part of prompt_tokens.")
+    cache_write_5m_tokens = serializers.IntegerField(help_text="Writes to a 5-minute cache, part of prompt_tokens.")
+    cache_write_1h_tokens = serializers.IntegerField(help_text="Writes to a 1-hour cache, part of prompt_tokens.")
+    completion_tokens = serializers.IntegerField(help_text="Every output token, reasoning included.")
+    reasoning_tokens = serializers.IntegerField(help_text="Reasoning, part of completion_tokens (billed as output).")
     cost = serializers.DecimalField(max_digits=38, decimal_places=10)
 
 

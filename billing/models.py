@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -12,6 +12,8 @@ from django.db import models
 from django.utils import timezone
 
 from billing.budgets import PERIODS, budget_window, parse_thresholds
+from billing.pricing import CACHE_WRITE_1H_MULTIPLE, CACHE_WRITE_5M_MULTIPLE
+from oneflow.lib import money
 from oneflow.lib.config_version import GatewayConfig
 
 
@@ -38,9 +40,15 @@ class UsageEvent(models.Model):
     stream = models.BooleanField(default=False)
     status_code = models.PositiveSmallIntegerField()
     error_type = models.CharField(max_length=64, blank=True)
+    # Token classes, as the internal usage reports them: prompt_tokens counts every
+    # input token, cache reads (cached_tokens) and writes included; completion_tokens
+    # every output token, reasoning included (billed as output, shown apart).
     prompt_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
+    cache_write_5m_tokens = models.PositiveIntegerField(default=0)
+    cache_write_1h_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
     usage_source = models.CharField(max_length=10, choices=Source.choices)
     latency_ms = models.PositiveIntegerField()
     ttft_ms = models.PositiveIntegerField(null=True, help_text="Time to first token, streams only.")
@@ -86,6 +94,11 @@ class UsageEvent(models.Model):
     def __str__(self) -> str:
         return self.request_id
 
+    @property
+    def cache_write_tokens(self) -> int:
+        """Cache writes of both lifetimes: the request log shows them as one figure."""
+        return self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
 
 # What a person may write (REST, dashboard, admin). Redis counts credits in integer
 # units of 1e-6 (billing.holds); a hold multiplies a price by tokens and the markup,
@@ -100,6 +113,50 @@ _USD_PER_1M = {
     "decimal_places": 6,
     "validators": [MinValueValidator(0), MaxValueValidator(PRICE_MAX)],
 }
+# Cache-write rates default to 1.25x and 2x the input rate, so they take the 1-hour
+# multiple of the input bound, and two more places: 1.25x a rate of 6 places has 8,
+# and the default must be exact (0.000001 x 1.25 = 0.00000125).
+CACHE_WRITE_PRICE_MAX = PRICE_MAX * CACHE_WRITE_1H_MULTIPLE
+CACHE_WRITE_PLACES = 8
+_CACHE_WRITE_USD_PER_1M = {
+    "max_digits": 16,
+    "decimal_places": CACHE_WRITE_PLACES,
+    "validators": [MinValueValidator(0), MaxValueValidator(CACHE_WRITE_PRICE_MAX)],
+    "blank": True,
+}
+
+
+class InputMultipleField(models.DecimalField):
+    """A rate that, left empty, is saved as a multiple of the same row's input rate.
+
+    Filled in ``pre_save``, as ``auto_now`` fills a date, so every way a price is
+    written gets it alike: the admin's form, a price import (``bulk_create``),
+    ``objects.create()`` in a test. The column is never NULL; an empty form field
+    means "the provider's rule", not "free".
+    """
+
+    def __init__(self, *args: Any, multiple: Decimal, **kwargs: Any) -> None:
+        self.multiple = multiple
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> Any:
+        name, path, args, kwargs = super().deconstruct()
+        return name, path, args, {**kwargs, "multiple": self.multiple}
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> Any:
+        value = getattr(model_instance, self.attname)
+        input_per_1m = getattr(model_instance, "input_per_1m")  # noqa: B009 - any model with an input rate
+        if value is None and input_per_1m is not None:  # no input rate: the database refuses the row
+            value = input_multiple(input_per_1m, self.multiple)
+            setattr(model_instance, self.attname, value)
+        return value
+
+
+def input_multiple(input_per_1m: Decimal | int | str, multiple: Decimal) -> Decimal:
+    """``multiple`` x an input rate, exact at the cache-write columns' places."""
+    return (money.to_decimal(input_per_1m) * multiple).quantize(
+        Decimal(1).scaleb(-CACHE_WRITE_PLACES), context=money.CONTEXT
+    )
 
 
 class Price(GatewayConfig):
@@ -108,12 +165,33 @@ class Price(GatewayConfig):
     change is a new version, so every usage row keeps the price it was charged at.
     """
 
+    # The per-token rates, one per token class, in the order every page and file shows them.
+    RATES = (
+        "input_per_1m",
+        "cached_input_per_1m",
+        "output_per_1m",
+        "cache_write_5m_per_1m",
+        "cache_write_1h_per_1m",
+    )
+
     public_model = models.CharField(max_length=200)
     effective_from = models.DateTimeField(default=timezone.now)
     # USD per 1M tokens, as providers list them; CREDITS_PER_USD converts.
     input_per_1m = models.DecimalField(**_USD_PER_1M)  # type: ignore[arg-type]
+    # Cache reads, and OpenAI's cached input (the same class).
     cached_input_per_1m = models.DecimalField(**_USD_PER_1M)  # type: ignore[arg-type]
     output_per_1m = models.DecimalField(**_USD_PER_1M)  # type: ignore[arg-type]
+    # Anthropic's cache writes, by the cache's lifetime.
+    cache_write_5m_per_1m = InputMultipleField(
+        multiple=CACHE_WRITE_5M_MULTIPLE,
+        help_text="USD per 1M tokens written to a 5-minute cache. Empty: 1.25x the input price (Anthropic's rule).",
+        **_CACHE_WRITE_USD_PER_1M,
+    )
+    cache_write_1h_per_1m = InputMultipleField(
+        multiple=CACHE_WRITE_1H_MULTIPLE,
+        help_text="USD per 1M tokens written to a 1-hour cache. Empty: 2x the input price (Anthropic's rule).",
+        **_CACHE_WRITE_USD_PER_1M,
+    )
     # USD per request, on top of tokens.
     request_fee = models.DecimalField(default=Decimal(0), **_USD_PER_1M)  # type: ignore[arg-type]
     is_free = models.BooleanField(
@@ -131,6 +209,8 @@ class Price(GatewayConfig):
                 condition=models.Q(input_per_1m__gte=0)
                 & models.Q(cached_input_per_1m__gte=0)
                 & models.Q(output_per_1m__gte=0)
+                & models.Q(cache_write_5m_per_1m__gte=0)
+                & models.Q(cache_write_1h_per_1m__gte=0)
                 & models.Q(request_fee__gte=0),
                 name="billing_price_not_negative",
             ),
@@ -233,7 +313,10 @@ class UsageRollup(models.Model):
     errors = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     cached_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_5m_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_1h_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(max_digits=38, decimal_places=10, default=Decimal(0))  # credits
     provider_cost_usd = models.DecimalField(max_digits=24, decimal_places=10, default=Decimal(0))
 

@@ -2,10 +2,12 @@
 versions with each other.
 
 A file is JSON or CSV with the columns of billing/data/prices.json (``model``,
-``input``, ``cached_input``, ``output``) or the field names of Price
-(``public_model``, ``input_per_1m``, ...), plus ``effective_from``,
-``request_fee``, ``is_free`` and ``note``. Rows are numbered from 1, not
-counting a CSV header, in errors and previews alike.
+``input``, ``cached_input``, ``output``, and optionally ``cache_write_5m`` and
+``cache_write_1h``) or the field names of Price (``public_model``,
+``input_per_1m``, ...), plus ``effective_from``, ``request_fee``, ``is_free`` and
+``note``. Cache-write rates left out are 1.25x and 2x the row's input rate
+(Anthropic's rule). Rows are numbered from 1, not counting a CSV header, in
+errors and previews alike.
 """
 
 from __future__ import annotations
@@ -19,14 +21,27 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from billing import selectors
-from billing.models import PRICE_MAX, Price
+from billing.models import CACHE_WRITE_PLACES, CACHE_WRITE_PRICE_MAX, PRICE_MAX, Price, input_multiple
+from billing.pricing import CACHE_WRITE_1H_MULTIPLE, CACHE_WRITE_5M_MULTIPLE
 from oneflow.lib import money
 from oneflow.lib.errors import InvalidInput
 
 MAX_FILE_BYTES = 1_000_000
 MAX_ROWS = 2000
-PRICE_FIELDS = ("input_per_1m", "cached_input_per_1m", "output_per_1m", "request_fee")
-FIELD_LABELS = ("Input / 1M tokens", "Cached input / 1M tokens", "Output / 1M tokens", "Request fee")
+PRICE_FIELDS = (*Price.RATES, "request_fee")
+FIELD_LABELS = (
+    "Input / 1M tokens",
+    "Cached input (cache read) / 1M tokens",
+    "Output / 1M tokens",
+    "Cache write, 5 min / 1M tokens",
+    "Cache write, 1 h / 1M tokens",
+    "Request fee",
+)
+# Rates a row may leave out, and what they are then: a multiple of its input rate.
+CACHE_WRITE_MULTIPLES = {
+    "cache_write_5m_per_1m": CACHE_WRITE_5M_MULTIPLE,
+    "cache_write_1h_per_1m": CACHE_WRITE_1H_MULTIPLE,
+}
 COLUMNS = ("public_model", "effective_from", *PRICE_FIELDS, "is_free", "note")
 # prices.json's column names.
 ALIASES = {
@@ -34,10 +49,13 @@ ALIASES = {
     "input": "input_per_1m",
     "cached_input": "cached_input_per_1m",
     "output": "output_per_1m",
+    "cache_write_5m": "cache_write_5m_per_1m",
+    "cache_write_1h": "cache_write_1h_per_1m",
 }
-# Price's columns: DecimalField(max_digits=16, decimal_places=6).
+# Price's columns: DecimalField(max_digits=16, decimal_places=6), 8 for the cache writes.
 PRICE_QUANTUM = Decimal("0.000001")
 PRICE_LIMIT = PRICE_MAX  # the admin's bound too: what holds can multiply safely
+CACHE_WRITE_QUANTUM = Decimal(1).scaleb(-CACHE_WRITE_PLACES)
 TRUE = {"true", "1", "yes", "y"}
 FALSE = {"false", "0", "no", "n", ""}
 
@@ -120,6 +138,8 @@ class PriceRow:
     effective_from: datetime
     input_per_1m: Decimal
     cached_input_per_1m: Decimal
+    cache_write_5m_per_1m: Decimal
+    cache_write_1h_per_1m: Decimal
     output_per_1m: Decimal
     request_fee: Decimal
     is_free: bool
@@ -131,6 +151,8 @@ class PriceRow:
             effective_from=self.effective_from,
             input_per_1m=self.input_per_1m,
             cached_input_per_1m=self.cached_input_per_1m,
+            cache_write_5m_per_1m=self.cache_write_5m_per_1m,
+            cache_write_1h_per_1m=self.cache_write_1h_per_1m,
             output_per_1m=self.output_per_1m,
             request_fee=self.request_fee,
             is_free=self.is_free,
@@ -183,12 +205,19 @@ def _row(row: Any, number: int, now: datetime, problems: list[str]) -> PriceRow 
     note = _note(row.get("note"), problems)
     if problems or model is None or when is None:
         return None
+    input_per_1m = amounts["input_per_1m"] or money.ZERO
+    writes = {
+        name: input_multiple(input_per_1m, multiple) if amounts[name] is None else amounts[name]
+        for name, multiple in CACHE_WRITE_MULTIPLES.items()
+    }
     return PriceRow(
         number=number,
         public_model=model,
         effective_from=when,
-        input_per_1m=amounts["input_per_1m"] or money.ZERO,
+        input_per_1m=input_per_1m,
         cached_input_per_1m=amounts["cached_input_per_1m"] or money.ZERO,
+        cache_write_5m_per_1m=writes["cache_write_5m_per_1m"] or money.ZERO,
+        cache_write_1h_per_1m=writes["cache_write_1h_per_1m"] or money.ZERO,
         output_per_1m=amounts["output_per_1m"] or money.ZERO,
         request_fee=amounts["request_fee"] or money.ZERO,
         is_free=is_free,
@@ -225,12 +254,17 @@ def _moment(value: Any, now: datetime, problems: list[str]) -> datetime | None:
 
 
 def _amount(name: str, value: Any, problems: list[str]) -> Decimal | None:
-    """USD per 1M tokens (per request for request_fee); only request_fee may be left out."""
+    """USD per 1M tokens (per request for request_fee). request_fee may be left out (0),
+    and so may the cache-write rates (None: the row's input rate times their multiple)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         if name == "request_fee":
             return money.ZERO
-        problems.append(f"{name} is missing")
+        if name not in CACHE_WRITE_MULTIPLES:
+            problems.append(f"{name} is missing")
         return None
+    writes = name in CACHE_WRITE_MULTIPLES
+    limit = CACHE_WRITE_PRICE_MAX if writes else PRICE_LIMIT
+    quantum, places = (CACHE_WRITE_QUANTUM, CACHE_WRITE_PLACES) if writes else (PRICE_QUANTUM, 6)
     try:
         if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
             raise TypeError
@@ -242,10 +276,10 @@ def _amount(name: str, value: Any, problems: list[str]) -> Decimal | None:
         problems.append(f"{name} {value!r} is not a decimal number")
     elif amount < 0:
         problems.append(f"{name} must not be negative (got {amount})")
-    elif amount > PRICE_LIMIT:
-        problems.append(f"{name} {amount} is too large (at most {PRICE_LIMIT})")
-    elif amount != amount.quantize(PRICE_QUANTUM, context=money.CONTEXT):
-        problems.append(f"{name} {amount} has more than 6 decimal places")
+    elif amount > limit:
+        problems.append(f"{name} {amount} is too large (at most {limit})")
+    elif amount != amount.quantize(quantum, context=money.CONTEXT):
+        problems.append(f"{name} {amount} has more than {places} decimal places")
     else:
         return amount
     return None

@@ -48,6 +48,11 @@ class UsageRecord:
     charged: str = "0"  # credits the ledger takes for this request (never more than its hold)
     attempt_log: list[dict[str, Any]] = field(default_factory=list)  # deployment, provider, status, error, ms
     requested_model: str = ""  # the name asked for, when it resolved to no model (public_model is "")
+    # Token classes beside prompt/cached/completion (billing.models.UsageEvent says how they
+    # nest). Defaults, so that an event appended by an older gateway still decodes.
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))

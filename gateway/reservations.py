@@ -64,16 +64,15 @@ def request_bounds(*, body: dict[str, Any], endpoint: str) -> Bounds:
 
 
 def worst_case_cost(*, bounds: Bounds, model: ModelView, organization_id: int, prices: PriceBook) -> Decimal:
-    """The most a request can cost: its prompt, and every output token it may ask for."""
-    _, cost = prices.cost(
+    """The most a request can cost: its prompt in its dearest token class (a cache
+    write costs more than plain input), and every output token it may ask for."""
+    return prices.worst_case(
         public_model=model.name,
         organization_id=organization_id,
         moment=datetime.now(UTC),
         prompt=bounds.prompt,
-        cached=0,
         completion=bounds.completion,
     )
-    return cost
 
 
 def budget_slots(budgets: Sequence[BudgetView], now: datetime) -> list[BudgetSlot]:

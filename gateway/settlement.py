@@ -13,7 +13,7 @@ from typing import Any
 
 from accounts.selectors import KeyCredentials
 from billing.holds import Event
-from billing.pricing import Terms, Tokens, cost_usd
+from billing.pricing import CACHE_WRITE_1H_MULTIPLE, CACHE_WRITE_5M_MULTIPLE, Terms, Tokens, cost_usd
 from billing.usage import UsageRecord, encode
 from gateway import limits, metrics, protocol, reservations
 from gateway.call import Call
@@ -88,9 +88,39 @@ async def finish(call: Call) -> None:
     )
 
 
+def usage_tokens(usage: dict[str, Any] | None) -> Tokens:
+    """A call's tokens by class, read from its usage in the internal (OpenAI) shape that
+    every adapter reports (``providers.tokens.openai_usage``): cache reads and writes in
+    ``prompt_tokens_details``, reasoning in ``completion_tokens_details``, each a part
+    of its total. Counts that do not add up are made to (``Tokens.reported``)."""
+    usage = usage or {}
+    prompt_details = _details(usage, "prompt_tokens_details")
+    completion_details = _details(usage, "completion_tokens_details")
+    return Tokens.reported(
+        prompt=_count(usage.get("prompt_tokens")),
+        cached=_count(prompt_details.get("cached_tokens")),
+        cache_write_5m=_count(prompt_details.get("cache_write_5m_tokens")),
+        cache_write_1h=_count(prompt_details.get("cache_write_1h_tokens")),
+        completion=_count(usage.get("completion_tokens")),
+        reasoning=_count(completion_details.get("reasoning_tokens")),
+    )
+
+
+def _details(usage: dict[str, Any], name: str) -> dict[str, Any]:
+    details = usage.get(name)
+    return details if isinstance(details, dict) else {}
+
+
+def _count(value: Any) -> int:
+    """A reported count; what is not a whole number (a string, a null, NaN) counts as none."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _usage_record(call: Call, key: KeyCredentials) -> UsageRecord:
-    usage = call.usage or {}
-    details = usage.get("prompt_tokens_details") or {}
+    # The counts as priced: the drain prices the stored counts by the same rule.
+    used = usage_tokens(call.usage)
     return UsageRecord(
         request_id=call.request.request_id,
         organization_id=key.organization_id,
@@ -103,9 +133,12 @@ def _usage_record(call: Call, key: KeyCredentials) -> UsageRecord:
         stream=call.stream,
         status_code=call.status_code,
         error_type=call.error_type,
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        cached_tokens=int(details.get("cached_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
+        prompt_tokens=used.prompt,
+        cached_tokens=used.cached,
+        cache_write_5m_tokens=used.cache_write_5m,
+        cache_write_1h_tokens=used.cache_write_1h,
+        completion_tokens=used.completion,
+        reasoning_tokens=used.reasoning,
         usage_source=call.usage_source if call.usage else "void",
         latency_ms=call.request.elapsed_ms(),
         ttft_ms=call.ttft_ms,
@@ -123,27 +156,37 @@ def price_call(call: Call) -> Decimal | None:
     to the client; the usage drain bills with the same rule)."""
     if call.key is None or call.model is None or call.config is None or not call.usage:
         return None
-    usage = call.usage
+    used = usage_tokens(call.usage)
     _, call.cost = call.config.prices.cost(
         public_model=call.model.name,
         organization_id=call.key.organization_id,
         moment=datetime.fromtimestamp(call.request.started_wall, UTC),
-        prompt=int(usage.get("prompt_tokens") or 0),
-        cached=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
-        completion=int(usage.get("completion_tokens") or 0),
+        prompt=used.prompt,
+        cached=used.cached,
+        completion=used.completion,
+        cache_write_5m=used.cache_write_5m,
+        cache_write_1h=used.cache_write_1h,
     )
     return call.cost
 
 
 def _provider_cost(call: Call) -> Decimal:
-    """What the deployment's provider charges for this call, USD, from its cost rates."""
+    """What the deployment's provider charges for this call, USD, from its cost rates.
+
+    A deployment states no cache-write rates: writes cost Anthropic's rule, 1.25x
+    (5 minutes) and 2x (1 hour) its input rate, the only provider that bills them.
+    """
     deployment, usage = call.deployment, call.usage
     if deployment is None or not usage:
         return Decimal(0)
-    prompt = int(usage.get("prompt_tokens") or 0)
-    cached = min(prompt, int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0))
-    rates = Terms(deployment.cost_input_per_1m, deployment.cost_cached_input_per_1m, deployment.cost_output_per_1m)
-    return cost_usd(rates, Tokens(prompt=prompt, cached=cached, completion=int(usage.get("completion_tokens") or 0)))
+    rates = Terms(
+        input_per_1m=deployment.cost_input_per_1m,
+        cached_input_per_1m=deployment.cost_cached_input_per_1m,
+        output_per_1m=deployment.cost_output_per_1m,
+        cache_write_5m_per_1m=deployment.cost_input_per_1m * CACHE_WRITE_5M_MULTIPLE,
+        cache_write_1h_per_1m=deployment.cost_input_per_1m * CACHE_WRITE_1H_MULTIPLE,
+    )
+    return cost_usd(rates, usage_tokens(usage))
 
 
 @contextlib.asynccontextmanager

@@ -70,13 +70,32 @@ def count_chat_prompt(body: dict[str, Any], *, model: str) -> int:
     return total
 
 
-def openai_usage(*, prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
-    """A usage object in OpenAI's shape, which every adapter reports in."""
+def openai_usage(
+    *,
+    prompt: int,
+    completion: int,
+    cached: int = 0,
+    reasoning: int = 0,
+    cache_write_5m: int = 0,
+    cache_write_1h: int = 0,
+) -> dict[str, Any]:
+    """A usage object in OpenAI's shape, which every adapter reports in.
+
+    ``prompt`` is every input token, cache reads (``cached``) and cache writes
+    included; ``completion`` every output token, ``reasoning`` included. Cache
+    writes are Anthropic's (OpenAI has none), so their keys appear only when
+    there are some, and answers without them keep OpenAI's exact shape.
+    """
+    prompt_details: dict[str, Any] = {"cached_tokens": cached}
+    if cache_write_5m:
+        prompt_details["cache_write_5m_tokens"] = cache_write_5m
+    if cache_write_1h:
+        prompt_details["cache_write_1h_tokens"] = cache_write_1h
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
+        "prompt_tokens_details": prompt_details,
         "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
 

@@ -18,7 +18,7 @@ from billing.models import (
     BillingAccount,
     Price,
 )
-from billing.pricing import Terms, Tokens, cost_credits
+from billing.pricing import Terms, Tokens, cost_credits, dearest_split
 from billing.selectors.broken_rows import _decimal, _log_broken
 from oneflow.lib import money
 from oneflow.lib.db import readable_rows
@@ -54,16 +54,63 @@ class PriceBook:
         return self.markups.get(organization_id, Decimal(1))
 
     def cost(
-        self, *, public_model: str, organization_id: int, moment: datetime, prompt: int, cached: int, completion: int
+        self,
+        *,
+        public_model: str,
+        organization_id: int,
+        moment: datetime,
+        prompt: int,
+        cached: int,
+        completion: int,
+        cache_write_5m: int = 0,
+        cache_write_1h: int = 0,
     ) -> tuple[Price | None, Decimal]:
-        """The price version in force at ``moment`` and what the usage costs in credits under it."""
+        """The price version in force at ``moment`` and what the usage costs in credits under it.
+
+        The one rule the gateway (the cost it shows) and the usage drain (the charge
+        it stores) both price by: the counts are made consistent first
+        (``Tokens.reported``), so the two always agree, however odd the report.
+        Reasoning tokens are output tokens: ``completion`` already counts them.
+        """
         price = self.at(public_model, moment)
         if price is None or price.is_free:
             return price, money.ZERO
-        tokens = Tokens(prompt=prompt, cached=min(cached, prompt), completion=completion)
-        terms = Terms(price.input_per_1m, price.cached_input_per_1m, price.output_per_1m, price.request_fee)
+        tokens = Tokens.reported(
+            prompt=prompt,
+            cached=cached,
+            completion=completion,
+            cache_write_5m=cache_write_5m,
+            cache_write_1h=cache_write_1h,
+        )
+        return price, self._credits(price_terms(price), organization_id, tokens)
+
+    def worst_case(
+        self, *, public_model: str, organization_id: int, moment: datetime, prompt: int, completion: int
+    ) -> Decimal:
+        """The most ``prompt`` input and ``completion`` output tokens can cost in credits:
+        every input token in its dearest class (a 1-hour cache write, at the default rates)."""
+        price = self.at(public_model, moment)
+        if price is None or price.is_free:
+            return money.ZERO
+        terms = price_terms(price)
+        tokens = dearest_split(terms, prompt=max(prompt, 0), completion=max(completion, 0))
+        return self._credits(terms, organization_id, tokens)
+
+    def _credits(self, terms: Terms, organization_id: int, tokens: Tokens) -> Decimal:
         markup = self.markup(organization_id)
-        return price, cost_credits(terms, tokens, markup=markup, credits_per_usd=settings.CREDITS_PER_USD)
+        return cost_credits(terms, tokens, markup=markup, credits_per_usd=settings.CREDITS_PER_USD)
+
+
+def price_terms(price: Price) -> Terms:
+    """A price version's rates, as the pricing arithmetic takes them."""
+    return Terms(
+        input_per_1m=price.input_per_1m,
+        cached_input_per_1m=price.cached_input_per_1m,
+        output_per_1m=price.output_per_1m,
+        cache_write_5m_per_1m=price.cache_write_5m_per_1m,
+        cache_write_1h_per_1m=price.cache_write_1h_per_1m,
+        request_fee=price.request_fee,
+    )
 
 
 def price_book(*, models: set[str] | None = None) -> PriceBook:

@@ -40,7 +40,10 @@ def usage_summary(*, organization_id: int, start: datetime, end: datetime, group
             errors=Sum("errors"),
             prompt_tokens=Sum("prompt_tokens"),
             cached_tokens=Sum("cached_tokens"),
+            cache_write_5m_tokens=Sum("cache_write_5m_tokens"),
+            cache_write_1h_tokens=Sum("cache_write_1h_tokens"),
             completion_tokens=Sum("completion_tokens"),
+            reasoning_tokens=Sum("reasoning_tokens"),
             cost=Sum("cost"),
         )
         .order_by(field)

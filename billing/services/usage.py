@@ -40,7 +40,9 @@ def _ensure_group(client: redis_lib.Redis) -> None:
 
 
 def _price(row: UsageEvent, book: selectors.PriceBook) -> None:
-    """Prices an event at the version in force when its request arrived."""
+    """Prices an event at the version in force when its request arrived, by the rule
+    the gateway priced it with (gateway.settlement.price_call), so the stored cost is
+    the cost the client was shown."""
     row.price, row.cost = book.cost(
         public_model=row.public_model,
         organization_id=row.organization_id,
@@ -48,6 +50,8 @@ def _price(row: UsageEvent, book: selectors.PriceBook) -> None:
         prompt=row.prompt_tokens,
         cached=row.cached_tokens,
         completion=row.completion_tokens,
+        cache_write_5m=row.cache_write_5m_tokens,
+        cache_write_1h=row.cache_write_1h_tokens,
     )
 
 
@@ -181,7 +185,10 @@ _SUMS = {
     "errors": Count("id", filter=Q(status_code__gte=400)),
     "prompt_tokens": Sum("prompt_tokens"),
     "cached_tokens": Sum("cached_tokens"),
+    "cache_write_5m_tokens": Sum("cache_write_5m_tokens"),
+    "cache_write_1h_tokens": Sum("cache_write_1h_tokens"),
     "completion_tokens": Sum("completion_tokens"),
+    "reasoning_tokens": Sum("reasoning_tokens"),
     "cost": Sum("cost"),
     "provider_cost_usd": Sum("provider_cost_usd"),
 }

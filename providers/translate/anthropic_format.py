@@ -59,11 +59,35 @@ def finish_reason_from_anthropic(stop_reason: str | None) -> str:
     return _FINISH_FROM_ANTHROPIC.get(stop_reason or "", "stop")
 
 
-def _usage_from_anthropic(usage: Json) -> Json:
-    # Anthropic's input_tokens excludes both cache reads and cache writes; OpenAI's prompt_tokens is everything.
-    cached = usage.get("cache_read_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cached + (usage.get("cache_creation_input_tokens") or 0)
-    return openai_usage(prompt=prompt, completion=usage.get("output_tokens") or 0, cached=cached)
+def _count(value: Any) -> int:
+    """A token count from an upstream's JSON: anything but a positive integer counts as none."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def usage_from_anthropic(usage: Json) -> Json:
+    """Anthropic's usage in the internal (OpenAI) terms, cache reads and writes apart.
+
+    Anthropic's ``input_tokens`` excludes cache reads and cache writes; the internal
+    ``prompt_tokens`` is all of them. ``cache_creation_input_tokens`` is every write and
+    ``cache_creation`` splits it by lifetime; without the split (older API versions,
+    compatible upstreams) every write is a 5-minute one, Anthropic's default. A split
+    that accounts for fewer writes than the total leaves the rest as 5-minute writes,
+    and one that accounts for more wins, so no reported write goes unbilled.
+    """
+    reads = _count(usage.get("cache_read_input_tokens"))
+    split = usage.get("cache_creation")
+    split = split if isinstance(split, dict) else {}
+    write_1h = _count(split.get("ephemeral_1h_input_tokens"))
+    writes = max(
+        _count(usage.get("cache_creation_input_tokens")), _count(split.get("ephemeral_5m_input_tokens")) + write_1h
+    )
+    return openai_usage(
+        prompt=_count(usage.get("input_tokens")) + reads + writes,
+        completion=_count(usage.get("output_tokens")),
+        cached=reads,
+        cache_write_5m=writes - write_1h,
+        cache_write_1h=write_1h,
+    )
 
 
 def _bad_message(index: int, problem: str) -> InvalidInput:

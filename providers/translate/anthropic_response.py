@@ -21,8 +21,8 @@ from providers.translate.anthropic_format import (
     Json,
     UpstreamStreamError,
     _openai_tool_call,
-    _usage_from_anthropic,
     finish_reason_from_anthropic,
+    usage_from_anthropic,
 )
 
 # --- Upstream: Anthropic response -> OpenAI response -----------------------------------------
@@ -59,7 +59,7 @@ def anthropic_to_openai_response(resp: Json, *, model: str, json_mode: bool = Fa
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": _usage_from_anthropic(resp.get("usage") or {}),
+        "usage": usage_from_anthropic(resp.get("usage") or {}),
         "system_fingerprint": None,
     }
 
@@ -83,7 +83,7 @@ class AnthropicStreamToOpenAI:
 
     @property
     def usage(self) -> Json | None:
-        return _usage_from_anthropic(self._raw_usage) if self._started else None
+        return usage_from_anthropic(self._raw_usage) if self._started else None
 
     @property
     def finished(self) -> bool:
@@ -98,8 +98,10 @@ class AnthropicStreamToOpenAI:
         return {**self._frame, "choices": [choice]}
 
     def _record_usage(self, usage: Any) -> None:
+        # Counts, and the cache_creation split (a dict); a null in message_delta keeps
+        # what message_start reported.
         if isinstance(usage, dict):
-            self._raw_usage |= {key: value for key, value in usage.items() if isinstance(value, int)}
+            self._raw_usage |= {key: value for key, value in usage.items() if isinstance(value, int | dict)}
 
     def _on_message_start(self, data: Json) -> list[Json]:
         self._started = True
@@ -205,13 +207,20 @@ def _message_id(completion_id: Any) -> str:
 
 
 def _anthropic_usage(usage: Any) -> Json:
+    """Internal usage as Anthropic reports it: ``input_tokens`` without cache reads and
+    writes, which are counted apart (writes in total and split by lifetime)."""
     usage = usage if isinstance(usage, dict) else {}
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    details = usage.get("prompt_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    reads = details.get("cached_tokens") or 0
+    write_5m = details.get("cache_write_5m_tokens") or 0
+    write_1h = details.get("cache_write_1h_tokens") or 0
     return {
-        "input_tokens": max((usage.get("prompt_tokens") or 0) - cached, 0),
+        "input_tokens": max((usage.get("prompt_tokens") or 0) - reads - write_5m - write_1h, 0),
         "output_tokens": usage.get("completion_tokens") or 0,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": write_5m + write_1h,
+        "cache_read_input_tokens": reads,
+        "cache_creation": {"ephemeral_5m_input_tokens": write_5m, "ephemeral_1h_input_tokens": write_1h},
     }
 
 

@@ -386,6 +386,57 @@ def test_the_seed_file_is_an_import_file(db: None) -> None:
     assert len(refused.value.errors) == len(rows)
 
 
+def test_an_import_takes_cache_write_rates_and_leaves_out_means_anthropics_rule(db: None) -> None:
+    starts = later()
+    content = (
+        "model,effective_from,input,cached_input,output,cache_write_5m,cache_write_1h\n"
+        f"claude-sonnet-4,{starts},3,0.30,15,3.90,6.50\n"
+        f"claude-haiku-4-5,{starts},0.000001,0.1,5,,\n"
+    ).encode()
+    rows = price_imports.rows_from_file(name="prices.csv", content=content)
+
+    created = {price.public_model: price for price in prices_import(rows=rows)}
+
+    sonnet, haiku = (Price.objects.get(pk=created[name].pk) for name in ("claude-sonnet-4", "claude-haiku-4-5"))
+    assert (sonnet.cache_write_5m_per_1m, sonnet.cache_write_1h_per_1m) == (Decimal("3.90"), Decimal("6.50"))
+    assert (haiku.cache_write_5m_per_1m, haiku.cache_write_1h_per_1m) == (Decimal("0.00000125"), Decimal("0.000002"))
+
+
+def test_cache_write_rates_are_bounded_and_have_at_most_8_places(db: None) -> None:
+    row = {"public_model": "m", "effective_from": later(), "input_per_1m": "1", "cached_input_per_1m": "1"}
+    rows = [
+        {**row, "output_per_1m": "1", "cache_write_5m_per_1m": "0.123456789"},
+        {**row, "output_per_1m": "1", "cache_write_1h_per_1m": "2000001", "public_model": "n"},
+        {**row, "output_per_1m": "1", "cache_write_1h_per_1m": "-1", "public_model": "o"},
+    ]
+    with pytest.raises(PriceRowsInvalid) as refused:
+        prices_import(rows=rows)
+    assert refused.value.errors == [
+        "Row 1: cache_write_5m_per_1m 0.123456789 has more than 8 decimal places.",
+        "Row 2: cache_write_1h_per_1m 2000001 is too large (at most 2000000).",
+        "Row 3: cache_write_1h_per_1m must not be negative (got -1).",
+    ]
+
+
+def test_the_preview_compares_cache_write_rates_too(as_operator: Client) -> None:
+    row = {"model": "claude-sonnet-4", "input": "3", "cached_input": "0.30", "output": "15", "cache_write_1h": "7.50"}
+    content = price_file(later(), row)
+
+    preview = upload(as_operator, "prices.json", content)
+
+    [sonnet] = preview.context["preview"]
+    by_field = dict(zip(price_imports.PRICE_FIELDS, sonnet.changes, strict=True))
+    assert (by_field["cache_write_5m_per_1m"].old, by_field["cache_write_5m_per_1m"].new) == (
+        Decimal("3.75"),
+        Decimal("3.75"),
+    )
+    assert (by_field["cache_write_1h_per_1m"].new, by_field["cache_write_1h_per_1m"].percent) == (
+        Decimal("7.50"),
+        Decimal("25.0"),
+    )
+    assert "6.00 &rarr; <strong>7.50</strong> (+25.0%)" in preview.content.decode()
+
+
 def test_only_operators_who_may_add_prices_can_import(client: Client) -> None:
     client.force_login(staff_with("view_price"))
     content = price_file(later(), {"model": "acme-llm", "input": "1", "cached_input": "1", "output": "1"})
@@ -453,3 +504,24 @@ def test_an_admin_price_edit_reloads_gateways(as_operator: Client, django_captur
         response = as_operator.post(reverse("admin:billing_price_add"), form)
     assert response.status_code == 302
     assert config_version_now() == version + 1
+
+
+def test_an_admin_price_left_without_cache_write_rates_gets_anthropics_rule(as_operator: Client) -> None:
+    form = {
+        "public_model": "acme-llm",
+        "effective_from_0": "2099-01-01",
+        "effective_from_1": "00:00:00",
+        "input_per_1m": "0.000003",
+        "cached_input_per_1m": "0",
+        "output_per_1m": "1",
+        "cache_write_1h_per_1m": "0.5",
+        "request_fee": "0",
+        "note": "",
+        "created_at_0": "2026-01-01",
+        "created_at_1": "00:00:00",
+    }
+    assert as_operator.post(reverse("admin:billing_price_add"), form).status_code == 302
+    price = Price.objects.get(public_model="acme-llm")
+    assert (price.cache_write_5m_per_1m, price.cache_write_1h_per_1m) == (Decimal("0.00000375"), Decimal("0.5"))
+    page = as_operator.get(reverse("admin:billing_price_change", args=[price.pk])).content.decode()
+    assert "Empty: 1.25x the input price" in page

@@ -101,3 +101,40 @@ def test_reconciliation_reports_a_balance_that_is_not_its_ledger_sum(acme: Organ
     assert ledger_reconcile_all() == []
     BillingAccount.objects.filter(organization=acme).update(balance=Decimal(6))
     assert ledger_reconcile_all() == [acme.pk]
+
+
+def test_usage_shows_cache_reads_writes_and_reasoning_apart(as_alice: APIClient, acme: Organization) -> None:
+    today = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    classes = {"cached_tokens": 40, "cache_write_5m_tokens": 20, "cache_write_1h_tokens": 10, "reasoning_tokens": 4}
+    event(acme, 1, today, **classes)
+    event(acme, 2, today, **{name: count * 2 for name, count in classes.items()})
+    usage_rollup(now=today + timedelta(minutes=30))
+
+    day = UsageRollup.objects.get(period="day")
+    assert (day.cached_tokens, day.cache_write_5m_tokens, day.cache_write_1h_tokens, day.reasoning_tokens) == (
+        120,
+        60,
+        30,
+        12,
+    )
+    [row] = as_alice.get(f"/api/organizations/{acme.pk}/usage", {"group_by": "model"}).json()
+    assert row | {"cost": None} == {
+        "group": "gpt-4o-mini",
+        "requests": 2,
+        "failed": 0,
+        "prompt_tokens": 200,
+        "cached_tokens": 120,
+        "cache_write_5m_tokens": 60,
+        "cache_write_1h_tokens": 30,
+        "completion_tokens": 20,
+        "reasoning_tokens": 12,
+        "cost": None,
+    }
+    [exported] = csv.DictReader(
+        io.StringIO(as_alice.get(f"/api/organizations/{acme.pk}/usage.csv", {"group_by": "model"}).content.decode())
+    )
+    assert (exported["cache_write_5m_tokens"], exported["cache_write_1h_tokens"], exported["reasoning_tokens"]) == (
+        "60",
+        "30",
+        "12",
+    )

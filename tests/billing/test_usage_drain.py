@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -120,3 +121,60 @@ def test_an_unpriced_model_costs_nothing_and_keeps_no_price(acme: Organization) 
     usage_drain()
     event = UsageEvent.objects.get()
     assert (event.cost, event.price_id) == (Decimal(0), None)
+
+
+# --- Token classes ------------------------------------------------------------------------
+
+
+def test_every_token_class_is_stored_and_priced_at_its_rate(acme: Organization) -> None:
+    """The drain prices cache reads, both cache writes and output apart, exactly; reasoning
+    is stored apart and billed as the output it is part of."""
+    Price.objects.create(
+        public_model="claude-like",
+        effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+        input_per_1m=Decimal(3),
+        cached_input_per_1m=Decimal("0.30"),
+        output_per_1m=Decimal(15),
+        cache_write_5m_per_1m=Decimal("3.75"),
+        cache_write_1h_per_1m=Decimal(6),
+    )
+    append(
+        replace(
+            record(acme, "req_classes"),
+            public_model="claude-like",
+            prompt_tokens=1_000_000,
+            cached_tokens=400_000,
+            cache_write_5m_tokens=200_000,
+            cache_write_1h_tokens=100_000,
+            completion_tokens=50_000,
+            reasoning_tokens=20_000,
+        )
+    )
+
+    usage_drain()
+
+    event = UsageEvent.objects.get()
+    assert (event.cached_tokens, event.cache_write_5m_tokens, event.cache_write_1h_tokens) == (
+        400_000,
+        200_000,
+        100_000,
+    )
+    assert (event.completion_tokens, event.reasoning_tokens) == (50_000, 20_000)
+    # 300k uncached at 3, 400k reads at 0.30, 200k at 3.75, 100k at 6, 50k out at 15 (reasoning included)
+    usd = Decimal("0.9") + Decimal("0.12") + Decimal("0.75") + Decimal("0.6") + Decimal("0.75")
+    assert event.cost == usd * settings.CREDITS_PER_USD
+
+
+def test_an_event_from_a_gateway_that_knew_no_cache_writes_still_stores(acme: Organization) -> None:
+    """A rolling deploy: the drain reads events an older gateway appended, without the new counts."""
+    fields = json.loads(usage.encode(record(acme, "req_old")))
+    for name in ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens"):
+        del fields[name]
+    event = Event(json.dumps(fields).encode(), acme.pk, None, time.time())
+    scripts.run(redis.sync_client(), holds.settle(organization_id=acme.pk, hold_id="", charged_units=0, event=event))
+
+    usage_drain()
+
+    stored = UsageEvent.objects.get()
+    assert (stored.prompt_tokens, stored.cached_tokens, stored.completion_tokens) == (12, 2, 30)
+    assert (stored.cache_write_5m_tokens, stored.cache_write_1h_tokens, stored.reasoning_tokens) == (0, 0, 0)

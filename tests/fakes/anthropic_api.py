@@ -103,10 +103,9 @@ def _error(call: Call, status: int, *, message: str | None = None, error_type: s
 
 
 def _bad_role(messages: list[Any]) -> int | None:
-    return next(
-        (i for i, m in enumerate(messages) if not isinstance(m, dict) or m.get("role") not in ("user", "assistant")),
-        None,
-    )
+    # The API takes system-role turns mid-conversation, as Claude Code sends them (PROTOCOLS.md §2.3).
+    roles = ("user", "assistant", "system")
+    return next((i for i, m in enumerate(messages) if not isinstance(m, dict) or m.get("role") not in roles), None)
 
 
 def _refusal(call: Call, *, needs_max_tokens: bool) -> web.Response | None:
@@ -130,7 +129,7 @@ def _refusal(call: Call, *, needs_max_tokens: bool) -> web.Response | None:
     elif not isinstance(messages, list) or not messages:
         problem = (400, "messages: Field required")
     elif (index := _bad_role(messages)) is not None:
-        problem = (400, f"messages.{index}.role: Input should be 'user' or 'assistant'")
+        problem = (400, f"messages.{index}.role: Input should be 'user', 'assistant' or 'system'")
     elif needs_max_tokens and max_tokens is None:
         problem = (400, "max_tokens: Field required")
     elif needs_max_tokens and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
@@ -198,22 +197,28 @@ class _MessageContext:
             return "tool_use"
         return "max_tokens" if self.reply.truncated else "end_turn"
 
-    def input_tokens(self) -> tuple[int, int]:
-        """(input_tokens, cache_read_input_tokens): cache reads are outside ``input_tokens``."""
-        prompt = expected_prompt_tokens(self.call.body)
-        cached = min(self.call.behave.cached_tokens, prompt)
-        return prompt - cached, cached
+    def input_tokens(self) -> tuple[int, int, int, int]:
+        """(input_tokens, cache reads, 5-minute writes, 1-hour writes): the prompt's tokens,
+        cut in that order; cache reads and writes are outside ``input_tokens``."""
+        behave = self.call.behave
+        left = expected_prompt_tokens(self.call.body)
+        parts = []
+        for asked in (behave.cached_tokens, behave.cache_write_5m_tokens, behave.cache_write_1h_tokens):
+            parts.append(min(asked, left))
+            left -= parts[-1]
+        return left, parts[0], parts[1], parts[2]
 
     def output_tokens(self) -> int:
         return self.reply.tokens + self.call.behave.reasoning_tokens
 
     def usage(self, output_tokens: int) -> dict[str, Any]:
-        input_tokens, cached = self.input_tokens()
+        input_tokens, cached, write_5m, write_1h = self.input_tokens()
         return {
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": write_5m + write_1h,
             "cache_read_input_tokens": cached,
+            "cache_creation": {"ephemeral_5m_input_tokens": write_5m, "ephemeral_1h_input_tokens": write_1h},
         }
 
     def tool_input(self) -> Any:

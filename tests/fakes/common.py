@@ -29,6 +29,8 @@ class Behave:
     ``finish_reason`` is in the protocol's own vocabulary ("length", "max_tokens", "MAX_TOKENS").
     ``cached_tokens`` are part of the prompt tokens (Anthropic reports them as cache reads, outside
     ``input_tokens``); ``reasoning_tokens`` are added to the completion tokens (Gemini: thoughtsTokenCount).
+    ``cache_write_5m_tokens`` and ``cache_write_1h_tokens`` are part of the prompt tokens too, after the
+    cache reads (Anthropic only: ``cache_creation_input_tokens`` with its ``cache_creation`` split).
     ``stall`` seconds of silence follow the ``stall_after``-th content frame of a stream: a stream that
     stops mid-way, unlike ``chunk_delay``, which also delays the first content frame.
     """
@@ -49,6 +51,8 @@ class Behave:
     tool_call: dict[str, Any] | None = None
     finish_reason: str | None = None
     cached_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
     stall_after: int | None = None
     stall: float = 0.0

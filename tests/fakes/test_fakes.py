@@ -333,6 +333,7 @@ def test_anthropic_messages_json_and_errors(up: FakeUpstream) -> None:
         "output_tokens": anth.expected_completion_tokens(DEFAULT_REPLY),
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
     }
     assert anth.expected_prompt_tokens(MESSAGES) == oai.expected_prompt_tokens(CHAT)
 

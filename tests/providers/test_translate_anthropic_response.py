@@ -88,7 +88,7 @@ def test_it_turns_an_anthropic_tool_use_answer_into_openai_tool_calls() -> None:
             "prompt_tokens": 1240,
             "completion_tokens": 30,
             "total_tokens": 1270,
-            "prompt_tokens_details": {"cached_tokens": 1000},
+            "prompt_tokens_details": {"cached_tokens": 1000, "cache_write_5m_tokens": 200},
             "completion_tokens_details": {"reasoning_tokens": 0},
         },
         "system_fingerprint": None,
@@ -344,6 +344,7 @@ def test_it_converts_an_openai_answer_to_an_anthropic_message() -> None:
             "output_tokens": 30,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 1000,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
         },
     }
 
@@ -408,6 +409,7 @@ def test_it_streams_openai_chunks_as_anthropic_events() -> None:
                         "output_tokens": 0,
                         "cache_creation_input_tokens": 0,
                         "cache_read_input_tokens": 0,
+                        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
                     },
                 },
             },
@@ -460,6 +462,7 @@ def test_it_streams_openai_chunks_as_anthropic_events() -> None:
                     "input_tokens": 25,
                     "cache_creation_input_tokens": 0,
                     "cache_read_input_tokens": 100,
+                    "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
                 },
             },
         ),
