@@ -20,11 +20,11 @@ from django.conf import settings
 from gateway import metrics, strategies
 from gateway.breakers import Verdict
 from gateway.call import Call
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, bad_request
 from gateway.settlement import estimate
 from oneflow.lib.db import in_thread
 from providers import tokens
-from providers.adapters import ErrorKind, UpstreamError, adapter_for, connection_error
+from providers.adapters import Adapter, ErrorKind, Relay, UpstreamError, adapter_for, connection_error
 from providers.selectors import DeploymentView
 from providers.services import credential_flag
 
@@ -87,7 +87,7 @@ async def _attempts(call: Call, attempt: Callable[[DeploymentView], Awaitable[T]
     backoff and tries it again. At most UPSTREAM_MAX_ATTEMPTS, all inside the
     request's deadline.
     """
-    deployments = _callable(call, plan(call))
+    deployments = _carrying(call, _callable(call, plan(call)))
     deadline = time.monotonic() + settings.UPSTREAM_DEADLINE_SECONDS
     index, last = 0, None
     while index < len(deployments) and call.attempts < settings.UPSTREAM_MAX_ATTEMPTS:
@@ -156,21 +156,53 @@ def _attempt_failed(call: Call, error: UpstreamError, started: float) -> None:
         raise _failed(call, error) from None
 
 
+def _relays(call: Call, deployment: DeploymentView) -> bool:
+    return call.relay is not None and call.relay.protocol in adapter_for(deployment.target.kind).relays
+
+
+def _carrying(call: Call, deployments: list[DeploymentView]) -> list[DeploymentView]:
+    """The plan, narrowed to the deployments that can carry the request: a body the
+    translation cannot carry goes only to deployments that speak the client's
+    protocol, and with none of those it is the caller's 400, naming the field."""
+    if call.untranslatable is None:
+        return deployments
+    relaying = [deployment for deployment in deployments if _relays(call, deployment)]
+    if not relaying:
+        call.status_code, call.error_type = 400, "request"
+        raise bad_request(call.untranslatable.message, param=call.untranslatable.param)
+    return relaying
+
+
+def _relay(call: Call, adapter: Adapter) -> Relay | None:
+    """The client's own request when this deployment speaks its protocol; otherwise
+    None, and the deployment gets the internal translation."""
+    relay = call.relay
+    return relay if relay is not None and relay.protocol in adapter.relays else None
+
+
 async def complete(call: Call) -> dict[str, Any]:
-    """The non-streaming answer, from the first attempt that gives one."""
+    """The non-streaming answer, from the first attempt that gives one: in the
+    client's protocol when the deployment relayed it (``call.relayed``), otherwise
+    in the internal format."""
 
     async def attempt(deployment: DeploymentView) -> dict[str, Any]:
         adapter = adapter_for(deployment.target.kind)
         started = time.perf_counter()
-        if call.endpoint == "embeddings":
-            result = await adapter.embeddings(call.gateway.http, deployment.target, call.body)
+        http, target = call.gateway.http, deployment.target
+        relay = _relay(call, adapter)
+        if relay is not None:
+            result = await adapter.relay(http, target, relay)
+        elif call.endpoint == "embeddings":
+            result = await adapter.embeddings(http, target, call.body)
         else:
-            result = await adapter.chat(call.gateway.http, deployment.target, call.body)
+            result = await adapter.chat(http, target, call.body)
         call.upstream_ms = (time.perf_counter() - started) * 1000
+        call.relayed = relay is not None
         return result
 
     result = await _attempts(call, attempt)
-    _account_result(call, result)
+    if not call.relayed:
+        _account_result(call, result)
     return result
 
 
@@ -197,34 +229,53 @@ def _message_text(message: dict[str, Any]) -> str:
     return (text or "") + "".join(str((c.get("function") or {}).get("arguments", "")) for c in calls)
 
 
-async def open_stream(call: Call) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
+async def open_stream(call: Call) -> tuple[Any, AsyncIterator[Any]]:
     """The first chunk and the rest of the stream, from the first attempt that
-    reaches the answer's first content.
+    reaches the answer's first content: internal-format chunks, or, when the
+    deployment relayed the request (``call.relayed``), the events of the
+    client's protocol as the upstream sent them.
 
-    Chunks before it (the role, empty deltas) are held back, so a deployment
-    that fails before its first content is skipped invisibly: the client has
-    seen nothing yet.
+    Chunks before the first content (the role, empty deltas, a relay's
+    preamble) are held back, so a deployment that fails before its first
+    content is skipped invisibly: the client has seen nothing yet.
     """
 
-    async def attempt(deployment: DeploymentView) -> tuple[list[dict[str, Any]], AsyncIterator[dict[str, Any]]]:
-        chunks = adapter_for(deployment.target.kind).chat_stream(call.gateway.http, deployment.target, call.body)
-        held: list[dict[str, Any]] = []
+    async def attempt(deployment: DeploymentView) -> tuple[list[Any], AsyncIterator[Any]]:
+        adapter = adapter_for(deployment.target.kind)
+        relay = _relay(call, adapter)
+        chunks, has_content = _opened(call, deployment, adapter, relay)
+        held: list[Any] = []
         try:
             async for chunk in chunks:
                 held.append(chunk)
-                if _has_content(chunk):
-                    return held, chunks
+                if has_content(chunk):
+                    break
         except BaseException:
             with contextlib.suppress(BaseException):
                 await chunks.aclose()  # type: ignore[attr-defined]
             raise
         if not held:
             raise UpstreamError("The upstream provider sent an empty stream.", kind=ErrorKind.TRANSIENT, status=502)
+        call.relayed = relay is not None
         return held, chunks
 
     held, rest = await _attempts(call, attempt)
     call.ttft_ms = call.request.elapsed_ms()
     return held[0], _chain(held[1:], rest)
+
+
+def _opened(
+    call: Call, deployment: DeploymentView, adapter: Adapter, relay: Relay | None
+) -> tuple[AsyncIterator[Any], Callable[[Any], bool]]:
+    """The attempt's stream, and how to tell its first content from what precedes it."""
+    if relay is None:
+        return adapter.chat_stream(call.gateway.http, deployment.target, call.body), _has_content
+    preamble = relay.preamble
+
+    def has_content(event: Any) -> bool:
+        return event.event not in preamble
+
+    return adapter.relay_stream(call.gateway.http, deployment.target, relay), has_content
 
 
 def _has_content(chunk: dict[str, Any]) -> bool:
@@ -237,7 +288,7 @@ def _has_content(chunk: dict[str, Any]) -> bool:
     return False
 
 
-async def _chain(held: list[dict[str, Any]], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+async def _chain(held: list[Any], rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
     try:
         for chunk in held:
             yield chunk

@@ -16,6 +16,8 @@ from gateway.guards import Guards
 from gateway.protocol import Request
 from gateway.reservations import Reservation
 from gateway.snapshots import Config
+from oneflow.lib.errors import InvalidInput
+from providers.adapters import Relay
 from providers.selectors import DeploymentView, ModelView
 
 
@@ -28,8 +30,11 @@ class Call:
     requested_model: str = ""  # the model name as the client sent it
     key: KeyCredentials | None = None
     model: ModelView | None = None
-    body: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)  # the request in the internal (OpenAI chat) format
     stream: bool = False
+    relay: Relay | None = None  # the request as the client sent it, for deployments that speak its protocol
+    untranslatable: InvalidInput | None = None  # why ``body`` could not be made from ``relay`` (relay only)
+    relayed: bool = False  # the answer is in the client's protocol, from a deployment that relayed it
     deployment: DeploymentView | None = None
     attempts: int = 0
     usage: dict[str, Any] | None = None

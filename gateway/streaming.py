@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway import protocol
 from gateway.call import Call
-from gateway.settlement import account_chunk, finish, settle_stream
+from gateway.settlement import finish, settle_stream
 from providers.adapters import UpstreamError
 
 
@@ -22,19 +22,24 @@ async def _watch_disconnect(call: Call, task: asyncio.Task[Any]) -> None:
             return
 
 
-Render = Callable[[dict[str, Any]], list[bytes]]
+T = TypeVar("T")
 
 
 async def forward(
     call: Call,
-    first: dict[str, Any],
-    chunks: AsyncIterator[dict[str, Any]],
+    first: T,
+    chunks: AsyncIterator[T],
     *,
-    render: Render,
+    account: Callable[[Call, T], None],
+    render: Callable[[T], list[bytes]],
     closing: Callable[[], list[bytes]],
     failing: Callable[[UpstreamError], list[bytes]],
 ) -> None:
     """Streams chunks to the client as rendered frames until the upstream ends.
+
+    ``account`` notes each chunk's usage and generated text on the call before
+    ``render`` turns it into the client's frames; ``closing`` frames follow the
+    recording of the call, so the client's last byte leaves after it.
 
     If the client disconnects, the task is cancelled where it waits for the
     next chunk: the adapter's response context closes the upstream connection
@@ -44,9 +49,9 @@ async def forward(
     assert task is not None  # noqa: S101 - always inside a task
     watcher = asyncio.create_task(_watch_disconnect(call, task))
     try:
-        chunk: dict[str, Any] | None = first
+        chunk: T | None = first
         while chunk is not None:
-            account_chunk(call, chunk)
+            account(call, chunk)
             for frame in render(chunk):
                 await protocol.send_chunk(call.request, frame)
             chunk = await anext(chunks, None)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from oneflow.lib import json
+from oneflow.lib import json, sse
 from oneflow.lib.errors import InvalidInput
 from oneflow.lib.http import HttpClient
 from providers.adapters.base import (
     Adapter,
     ErrorKind,
+    Relay,
     Target,
     UpstreamError,
     decode_event,
@@ -50,7 +51,30 @@ def _request(target: Target, body: dict[str, Any], *, stream: bool) -> dict[str,
     return payload
 
 
+def _header(headers: Mapping[str, str], name: str) -> str:
+    return next((value for key, value in headers.items() if key.lower() == name), "")
+
+
+def _betas(*values: str) -> str:
+    """The operator's betas and the client's, each once, in order."""
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    return ",".join(dict.fromkeys(names))
+
+
+def stream_error(data: str) -> UpstreamError:
+    """An ``error`` event in an Anthropic stream (e.g. overloaded_error after the 200)."""
+    try:
+        error = json.loads(data).get("error") or {}
+        message = str(error.get("message") or "")[:1000]
+    except (json.JSONDecodeError, AttributeError):
+        message = ""
+    text = message or "The upstream provider failed mid-stream."
+    return UpstreamError(text, kind=ErrorKind.TRANSIENT, status=502, mid_stream=True)
+
+
 class AnthropicAdapter(Adapter):
+    relays = frozenset({"messages"})
+
     def url(self, target: Target) -> str:
         return f"{(target.base_url or DEFAULT_BASE_URL).rstrip('/')}/v1/messages"
 
@@ -61,6 +85,48 @@ class AnthropicAdapter(Adapter):
             "anthropic-version": target.api_version or DEFAULT_VERSION,
             "Content-Type": "application/json",
         }
+
+    def relay_headers(self, target: Target, request: Relay) -> dict[str, str]:
+        """The deployment's headers, with the client's protocol version and betas.
+
+        The client's ``anthropic-version`` wins: it names the shape of the body
+        it sent. Betas add up: the operator's (e.g. a context-window beta for the
+        deployment) and the client's.
+        """
+        headers = {key: value for key, value in self.headers(target).items() if key.lower() != "anthropic-beta"}
+        if version := _header(request.headers, "anthropic-version"):
+            headers["anthropic-version"] = version
+        betas = _betas(_header(target.extra_headers, "anthropic-beta"), _header(request.headers, "anthropic-beta"))
+        if betas:
+            headers["anthropic-beta"] = betas
+        return headers
+
+    async def relay(self, http: HttpClient, target: Target, request: Relay) -> dict[str, Any]:
+        payload = {**request.body, "model": target.upstream_model}
+        payload.pop("stream", None)
+        return await post_json(
+            http,
+            self.url(target),
+            payload,
+            headers=self.relay_headers(target, request),
+            target=target,
+            error_message=error_message,
+        )
+
+    async def relay_stream(self, http: HttpClient, target: Target, request: Relay) -> AsyncIterator[sse.Event]:
+        payload = {**request.body, "model": target.upstream_model, "stream": True}
+        events = post_stream(
+            http,
+            self.url(target),
+            payload,
+            headers=self.relay_headers(target, request),
+            target=target,
+            error_message=error_message,
+        )
+        async for event in events:
+            if event.event == "error":
+                raise stream_error(event.data)
+            yield event
 
     async def chat(self, http: HttpClient, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         answer = await post_json(

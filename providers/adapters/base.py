@@ -36,6 +36,24 @@ class Target:
     simulator: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """A request in a client protocol that some deployments speak as they are.
+
+    A deployment whose adapter ``relays`` the protocol gets ``body`` unchanged
+    but for the model name, with the client's protocol ``headers`` (betas,
+    version), and answers in that protocol; the others get the request
+    translated to the internal format. ``preamble`` names the stream events
+    that carry no content yet: they are held back, so a deployment that fails
+    before its first content can still be left for the next.
+    """
+
+    protocol: str
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    preamble: frozenset[str] = frozenset()
+
+
 class ErrorKind(enum.Enum):
     REQUEST = "request"  # the caller's input is wrong: never retried
     DEPLOYMENT = "deployment"  # this deployment cannot serve (credential, model missing): try another
@@ -123,7 +141,20 @@ def malformed(mid_stream: bool = False) -> UpstreamError:
 
 
 class Adapter:
-    """One provider protocol. Subclasses implement the calls they support."""
+    """One provider protocol. Subclasses implement the calls they support.
+
+    ``relays`` names the client protocols (``Relay.protocol``) the provider
+    speaks natively; for those, ``relay`` and ``relay_stream`` pass the
+    client's request through instead of translating it.
+    """
+
+    relays: frozenset[str] = frozenset()
+
+    async def relay(self, http: HttpClient, target: Target, request: Relay) -> dict[str, Any]:
+        raise UpstreamError("This provider cannot relay the request.", kind=ErrorKind.DEPLOYMENT, status=400)
+
+    def relay_stream(self, http: HttpClient, target: Target, request: Relay) -> AsyncIterator[sse.Event]:
+        raise UpstreamError("This provider cannot relay the request.", kind=ErrorKind.DEPLOYMENT, status=400)
 
     async def chat(self, http: HttpClient, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         raise UpstreamError("This provider does not serve chat.", kind=ErrorKind.DEPLOYMENT, status=400)

@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from oneflow.lib import json
+from oneflow.lib import json, sse
 from oneflow.lib.http import HttpClient
 from providers.adapters.base import (
     Adapter,
     ErrorKind,
+    Relay,
     Target,
     UpstreamError,
     decode_event,
@@ -92,6 +93,45 @@ class OpenAIAdapter(Adapter):
                 message = str(chunk["error"].get("message") or "The upstream provider failed mid-stream.")
                 raise UpstreamError(message[:1000], kind=ErrorKind.TRANSIENT, status=502, mid_stream=True)
             yield chunk
+
+
+class OpenAIPlatformAdapter(OpenAIAdapter):
+    """OpenAI itself, which also speaks the Responses API: a ``/v1/responses`` request
+    is relayed as the client sent it. OpenAI-compatible servers differ in how much of
+    that API they have, so they get it translated to Chat Completions instead."""
+
+    relays = frozenset({"responses"})
+
+    def _relay_payload(self, target: Target, request: Relay, *, stream: bool) -> dict[str, Any]:
+        # OpenAI keeps responses unless told not to; OneFlow promises it keeps none (docs/translation.md).
+        payload = {"store": False, **request.body, "model": target.upstream_model}
+        payload.pop("stream", None)
+        return {**payload, "stream": True} if stream else payload
+
+    async def relay(self, http: HttpClient, target: Target, request: Relay) -> dict[str, Any]:
+        return await post_json(
+            http,
+            self.url(target, "responses"),
+            self._relay_payload(target, request, stream=False),
+            headers=self.headers(target),
+            target=target,
+            error_message=error_message,
+        )
+
+    async def relay_stream(self, http: HttpClient, target: Target, request: Relay) -> AsyncIterator[sse.Event]:
+        events = post_stream(
+            http,
+            self.url(target, "responses"),
+            self._relay_payload(target, request, stream=True),
+            headers=self.headers(target),
+            target=target,
+            error_message=error_message,
+        )
+        async for event in events:
+            if event.event == "error":
+                message = str(decode_event(event.data).get("message") or "The upstream provider failed mid-stream.")
+                raise UpstreamError(message[:1000], kind=ErrorKind.TRANSIENT, status=502, mid_stream=True)
+            yield event
 
 
 class AzureOpenAIAdapter(OpenAIAdapter):

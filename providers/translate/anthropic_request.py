@@ -313,7 +313,11 @@ def anthropic_request_to_openai(body: Json) -> Json:
         "stream": body.get("stream"),
         # The Anthropic stream ends with usage, so the OpenAI side must always report it.
         "stream_options": {"include_usage": True} if stream else None,
-        "tools": [_openai_tool(tool, index) for index, tool in enumerate(body.get("tools") or [])] or None,
+        # Server tools run at Anthropic only: elsewhere the model goes without them.
+        "tools": [
+            _openai_tool(tool, index) for index, tool in enumerate(body.get("tools") or []) if not _is_server_tool(tool)
+        ]
+        or None,
     }
     return drop_none(request) | _openai_tool_choice(body.get("tool_choice"))
 
@@ -338,6 +342,10 @@ def _stop_sequences(stop: Any) -> list[str] | None:
     if not isinstance(stop, list) or not all(isinstance(item, str) for item in stop):
         raise InvalidInput("stop_sequences: must be a list of strings.", param="stop_sequences")
     return stop or None
+
+
+# Thinking has no place in Chat Completions; server tools' calls and results ran at Anthropic.
+_DROPPED_ASSISTANT_BLOCKS = frozenset({"thinking", "redacted_thinking", "server_tool_use", "mcp_tool_use"})
 
 
 def _openai_messages(message: Any, index: int) -> list[Json]:
@@ -375,6 +383,10 @@ def _from_user_blocks(blocks: list[Json], index: int) -> list[Json]:
             text, images = _tool_result_content(block.get("content"), index)
             tool_messages.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
             parts += images  # OpenAI tool messages hold text only; images follow as user content
+        elif kind == "document":
+            parts.append(_document_part(block, index))
+        elif kind == "search_result":
+            parts.append({"type": "text", "text": _search_result_text(block)})
         else:
             raise _bad_message(index, f"content block type {kind!r} is not supported in a user message.")
     if not parts:
@@ -393,6 +405,31 @@ def _image_part(block: Json, index: int) -> Json:
     else:
         raise _bad_message(index, "image source must be base64 (media_type, data) or url.")
     return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _document_part(block: Json, index: int) -> Json:
+    """A document block: a base64 PDF becomes a file part, text becomes text; a PDF
+    by URL or a Files API id has no form in Chat Completions and is refused."""
+    source: Json = block["source"] if isinstance(block.get("source"), dict) else {}
+    kind = source.get("type")
+    if kind == "base64" and source.get("media_type") == "application/pdf" and isinstance(source.get("data"), str):
+        file = {"file_data": f"data:application/pdf;base64,{source['data']}", "filename": block.get("title")}
+        return {"type": "file", "file": drop_none(file)}
+    if kind == "text" and isinstance(source.get("data"), str):
+        return {"type": "text", "text": source["data"]}
+    if kind == "content" and isinstance(source.get("content"), list):
+        return {"type": "text", "text": "\n".join(_texts(source["content"]))}
+    raise _bad_message(index, f"a document from a {kind!r} source has no form this model's deployment accepts.")
+
+
+def _search_result_text(block: Json) -> str:
+    content = block.get("content")
+    texts = _texts(content if isinstance(content, list) else [])
+    return "\n".join([str(block.get("title") or ""), str(block.get("source") or ""), *texts]).strip()
+
+
+def _texts(blocks: list[Any]) -> list[str]:
+    return [str(b.get("text") or "") for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
 
 
 def _tool_result_content(content: Any, index: int) -> tuple[str, list[Json]]:
@@ -414,7 +451,7 @@ def _from_assistant_blocks(blocks: list[Json], index: int) -> Json:
             texts.append(block.get("text") or "")
         elif kind == "tool_use":
             calls.append(_openai_tool_call(block))
-        elif kind not in {"thinking", "redacted_thinking"}:
+        elif kind not in _DROPPED_ASSISTANT_BLOCKS and not str(kind).endswith("_tool_result"):
             raise _bad_message(index, f"content block type {kind!r} is not supported in an assistant message.")
     message: Json = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
@@ -422,9 +459,14 @@ def _from_assistant_blocks(blocks: list[Json], index: int) -> Json:
     return message
 
 
+def _is_server_tool(tool: Any) -> bool:
+    """A tool Anthropic runs itself (``web_search_20250305``, ``code_execution_…``): typed, not custom."""
+    return isinstance(tool, dict) and tool.get("type", "custom") != "custom"
+
+
 def _openai_tool(tool: Any, index: int) -> Json:
-    if not isinstance(tool, dict) or tool.get("type", "custom") != "custom" or not tool.get("name"):
-        raise InvalidInput(f"tools[{index}]: only custom tools with a name are supported.", param="tools")
+    if not isinstance(tool, dict) or not tool.get("name"):
+        raise InvalidInput(f"tools[{index}]: each tool needs a name.", param="tools")
     function = {"name": tool["name"], "description": tool.get("description"), "parameters": tool.get("input_schema")}
     return {"type": "function", "function": drop_none(function)}
 

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from aiohttp import web
@@ -43,6 +43,7 @@ class FakeUpstream:
 
     ``api_key``: when set, requests must carry exactly this key (else each protocol's 401/400);
     when None any non-empty key is accepted. ``models``: what ``GET /v1/models`` lists.
+    ``app`` builds the application served (the fake providers; ``tests.fakes.tap`` builds another).
     """
 
     def __init__(
@@ -51,8 +52,10 @@ class FakeUpstream:
         api_key: str | None = None,
         models: Sequence[str] = DEFAULT_MODELS,
         shutdown_timeout: float = 0.25,
+        app: Callable[[UpstreamState], web.Application] = build_app,
     ) -> None:
         self.state = UpstreamState(api_key=api_key, models=models)
+        self._app = app
         self.port = 0
         self._shutdown_timeout = shutdown_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,7 +92,7 @@ class FakeUpstream:
     def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, ready: threading.Event) -> None:
         asyncio.set_event_loop(loop)
         runner = web.AppRunner(
-            build_app(self.state),
+            self._app(self.state),
             handler_cancellation=True,
             access_log=None,
             shutdown_timeout=self._shutdown_timeout,

@@ -152,3 +152,54 @@ def test_a_system_message_between_turns_is_served_as_claude_code_sends_it(gatewa
     assert message.stop_reason == "end_turn"
     [event] = gateway.events()
     assert (event.endpoint, event.status_code) == ("messages", 200)
+
+
+CACHED_SYSTEM: Any = [
+    {"type": "text", "text": "You are a careful assistant."},
+    {
+        "type": "text",
+        "text": "A long, stable preamble worth caching.",
+        "cache_control": {"type": "ephemeral", "ttl": "1h"},
+    },
+]
+THINKING: Any = {"type": "enabled", "budget_tokens": 1024}
+
+
+def ask_with_cache_and_thinking(gateway: Gateway, *, streamed: bool) -> Any:
+    sdk = client(gateway)
+    options: Any = {"model": "smart", "max_tokens": 2048, "system": CACHED_SYSTEM, "thinking": THINKING}
+    if streamed:
+        with sdk.messages.stream(messages=MESSAGES, **options) as stream:
+            return stream.get_final_message()
+    return sdk.messages.create(messages=MESSAGES, **options)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_cache_control_and_thinking_reach_an_anthropic_upstream_as_sent(
+    gateway: Gateway, upstream: FakeUpstream, streamed: bool
+) -> None:
+    route(upstream, "anthropic")
+    upstream.script(Behave(cached_tokens=4))
+    message = ask_with_cache_and_thinking(gateway, streamed=streamed)
+    assert message.content[0].text == "Hello from the fake upstream."
+    assert message.usage.cache_read_input_tokens == 4
+    sent = upstream.requests[0].json
+    assert sent["system"] == CACHED_SYSTEM
+    assert sent["thinking"] == THINKING
+    [event] = gateway.events()
+    assert event.cached_tokens == 4
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_cache_control_and_thinking_are_translated_away_for_an_openai_upstream(
+    gateway: Gateway, upstream: FakeUpstream, streamed: bool
+) -> None:
+    route(upstream, "openai")
+    message = ask_with_cache_and_thinking(gateway, streamed=streamed)
+    assert message.content[0].text == "Hello from the fake upstream."
+    sent = upstream.requests[0].json
+    assert sent["messages"][0] == {
+        "role": "system",
+        "content": "You are a careful assistant.\nA long, stable preamble worth caching.",
+    }
+    assert "thinking" not in sent and "reasoning_effort" not in sent

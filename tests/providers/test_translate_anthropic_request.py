@@ -504,7 +504,11 @@ def test_a_system_message_in_the_conversation_stays_where_it_is() -> None:
         ({"messages": [{"role": "user", "content": [{"type": "video", "source": {}}]}]}, "messages"),
         ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]}, "messages"),
         ({"system": [{"type": "image"}]}, "system"),
-        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools"),
+        ({"tools": [{"description": "no name", "input_schema": {}}]}, "tools"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "u"}}]}]},
+            "messages",
+        ),
         ({"tool_choice": {"type": "tool"}}, "tool_choice"),
         ({"stop_sequences": "STOP"}, "stop_sequences"),
     ],
@@ -514,6 +518,67 @@ def test_it_rejects_invalid_anthropic_requests_naming_the_field(changes: dict[st
     with pytest.raises(InvalidInput) as caught:
         anthropic_request_to_openai(body)
     assert caught.value.param == param
+
+
+def test_server_tools_and_their_blocks_are_dropped_for_other_providers() -> None:
+    body = VALID | {
+        "tools": [
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+            {"name": "Bash", "description": "Run", "input_schema": {"type": "object"}},
+        ],
+        "messages": [
+            {"role": "user", "content": "Look it up"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}},
+                    {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+                    {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                    {"type": "text", "text": "Found it."},
+                ],
+            },
+            {"role": "user", "content": "Thanks"},
+        ],
+    }
+    request = anthropic_request_to_openai(body)
+    assert [tool["function"]["name"] for tool in request["tools"]] == ["Bash"]
+    assert request["messages"][1] == {"role": "assistant", "content": "Found it."}
+
+
+def test_documents_and_search_results_become_parts_the_chat_format_carries() -> None:
+    pdf = {
+        "type": "document",
+        "title": "spec.pdf",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+    }
+    text = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "plain words"}}
+    found = {
+        "type": "search_result",
+        "title": "Result",
+        "source": "https://example.com/a",
+        "content": [{"type": "text", "text": "snippet"}],
+    }
+    body = VALID | {"messages": [{"role": "user", "content": [pdf, text, found, {"type": "text", "text": "Sum up"}]}]}
+    [message] = anthropic_request_to_openai(body)["messages"]
+    assert message["content"] == [
+        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "spec.pdf"}},
+        {"type": "text", "text": "plain words"},
+        {"type": "text", "text": "Result\nhttps://example.com/a\nsnippet"},
+        {"type": "text", "text": "Sum up"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "thinking",
+    [
+        {"type": "enabled", "budget_tokens": 2048},
+        {"type": "adaptive", "display": "omitted"},
+        {"type": "disabled"},
+    ],
+)
+def test_every_form_of_thinking_is_dropped_by_the_written_rule(thinking: dict[str, Any]) -> None:
+    request = anthropic_request_to_openai(VALID | {"thinking": thinking, "context_management": {"edits": []}})
+    assert not {"thinking", "reasoning_effort", "context_management"} & set(request)
 
 
 # --- Both directions ---------------------------------------------------------------------
