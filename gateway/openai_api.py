@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from gateway import protocol, validation
 from gateway.admission import admit
@@ -10,10 +12,15 @@ from gateway.attempts import complete, open_stream
 from gateway.call import Call
 from gateway.errors import bad_request, model_not_found
 from gateway.protocol import Request, raw_key
-from gateway.settlement import price_call, recorded, respond
+from gateway.settlement import account_chunk, price_call, recorded, respond
 from gateway.streaming import forward
 from oneflow.lib import json, sse
+from oneflow.lib.asgi import speaks_anthropic
 from providers.adapters import UpstreamError
+from providers.selectors import ModelView
+
+# The most models one page of Anthropic's list holds (its Models API's bound).
+ANTHROPIC_PAGE_MAX = 1000
 
 
 async def read_json(request: Request) -> Any:
@@ -58,7 +65,9 @@ async def _stream_chat(call: Call) -> None:
     def failing(error: UpstreamError) -> list[bytes]:
         return [sse.data_frame({"error": {"message": error.message, "type": "server_error", "code": None}})]
 
-    await forward(call, first, chunks, render=render, closing=lambda: [sse.DONE], failing=failing)
+    await forward(
+        call, first, chunks, account=account_chunk, render=render, closing=lambda: [sse.DONE], failing=failing
+    )
 
 
 async def embeddings(request: Request) -> None:
@@ -68,11 +77,40 @@ async def embeddings(request: Request) -> None:
         await respond(call, 200, await complete(call))
 
 
-def _model_object(model: Any) -> dict[str, Any]:
-    return {"id": model.name, "object": "model", "created": model.created, "owned_by": model.owned_by}
+# The models endpoints answer in the caller's protocol: OpenAI's list, or Anthropic's
+# Models API when the client names an Anthropic version (every Anthropic SDK does).
+# A model's limits are the smallest its deployments state (providers.selectors.model_limits)
+# and are left out, never null, when none states one: absent means unknown.
 
 
-async def _visible_models(request: Request) -> list[Any]:
+def _model_object(model: ModelView) -> dict[str, Any]:
+    """OpenAI's model object (``types/model.py``); ``context_window`` and
+    ``max_output_tokens`` are OneFlow's, in tokens, read by clients that look for them."""
+    entry: dict[str, Any] = {"id": model.name, "object": "model", "created": model.created, "owned_by": model.owned_by}
+    if model.context_window is not None:
+        entry["context_window"] = model.context_window
+    if model.max_output_tokens is not None:
+        entry["max_output_tokens"] = model.max_output_tokens
+    return entry
+
+
+def _anthropic_model(model: ModelView) -> dict[str, Any]:
+    """Anthropic's ``ModelInfo``: ``max_input_tokens`` is the context window and
+    ``max_tokens`` the most ``max_tokens`` may ask for."""
+    created_at = datetime.fromtimestamp(model.created, tz=UTC).isoformat().replace("+00:00", "Z")
+    entry: dict[str, Any] = {"type": "model", "id": model.name, "display_name": model.name, "created_at": created_at}
+    if model.context_window is not None:
+        entry["max_input_tokens"] = model.context_window
+    if model.max_output_tokens is not None:
+        entry["max_tokens"] = model.max_output_tokens
+    return entry
+
+
+def _speaks_anthropic(request: Request) -> bool:
+    return speaks_anthropic(request.path, names_version="anthropic-version" in request.headers)
+
+
+async def _visible_models(request: Request) -> list[ModelView]:
     config = await request.gateway.snapshots.fresh()
     key = await config.authenticate(raw_key(request))
     return [model for model in config.catalog.listed if config.visible(model, key)]
@@ -80,12 +118,48 @@ async def _visible_models(request: Request) -> list[Any]:
 
 async def models_list(request: Request) -> None:
     models = await _visible_models(request)
+    if _speaks_anthropic(request):
+        await _anthropic_page(request, models)
+        return
     await protocol.send_json(request, 200, {"object": "list", "data": [_model_object(m) for m in models]})
+
+
+async def _anthropic_page(request: Request, models: list[ModelView]) -> None:
+    """One page of Anthropic's list: ``limit`` (1-1000, 20 by default) models after
+    ``after_id`` or before ``before_id``, in the list's order (by name)."""
+    query = parse_qs(request.scope.get("query_string", b"").decode("latin-1"))
+    limit_text = (query.get("limit") or ["20"])[-1]
+    # ASCII digits, and few: str.isdigit() takes "²", and int() refuses 4,301 digits.
+    if not (limit_text.isascii() and limit_text.isdigit() and 1 <= int(limit_text[:5]) <= ANTHROPIC_PAGE_MAX):
+        raise bad_request(f"limit: expected an integer from 1 to {ANTHROPIC_PAGE_MAX}.", param="limit")
+    limit, names = int(limit_text), [model.name for model in models]
+    start, end = 0, len(models)
+    for param in ("after_id", "before_id"):
+        cursor = (query.get(param) or [""])[-1]
+        if cursor and cursor not in names:
+            raise bad_request(f"{param}: no model `{cursor}` in this list.", param=param)
+        if cursor and param == "after_id":
+            start = names.index(cursor) + 1
+        elif cursor:
+            end = names.index(cursor)
+    window = models[start:end]
+    # Paging backwards keeps the models nearest the cursor, as Anthropic's API does.
+    page = window[-limit:] if "before_id" in query else window[:limit]
+    body = {
+        "data": [_anthropic_model(model) for model in page],
+        "has_more": len(page) < len(window),
+        "first_id": page[0].name if page else None,
+        "last_id": page[-1].name if page else None,
+    }
+    await protocol.send_json(request, 200, body, {"request-id": request.request_id})
 
 
 async def model_retrieve(request: Request, model_id: str) -> None:
     for model in await _visible_models(request):
         if model.name == model_id:
-            await protocol.send_json(request, 200, _model_object(model))
+            if _speaks_anthropic(request):
+                await protocol.send_json(request, 200, _anthropic_model(model), {"request-id": request.request_id})
+            else:
+                await protocol.send_json(request, 200, _model_object(model))
             return
     raise model_not_found(model_id)

@@ -297,7 +297,8 @@ LOGIN_ACCOUNT_FAILURE_RATE = env.str("LOGIN_ACCOUNT_FAILURE_RATE", "100/h")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "OneFlow API",
-    "DESCRIPTION": "Accounts, organizations and API keys of the OneFlow AI gateway.",
+    "DESCRIPTION": "The OneFlow AI gateway: the REST API (/api, JWT) for accounts, organizations, keys and billing, "
+    "and the /v1 gateway (a OneFlow key) for OpenAI and Anthropic clients.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
@@ -306,6 +307,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # Ids in paths: at most 18 digits (oneflow.lib.converters), so always a valid bigint.
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}},
+    # The /v1 gateway is raw ASGI, invisible to drf-spectacular: routing.openapi adds it.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "routing.openapi.gateway_paths"],
 }
 
 # --- Security -----------------------------------------------------------------

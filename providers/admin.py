@@ -106,7 +106,17 @@ class CredentialAdmin(ConfigAdmin):
 class DeploymentInline(admin.TabularInline):
     model = Deployment
     extra = 0
-    fields = ("provider", "upstream_model", "credential", "priority", "weight", "quality_score", "enabled")
+    fields = (
+        "provider",
+        "upstream_model",
+        "credential",
+        "priority",
+        "weight",
+        "quality_score",
+        "context_window",
+        "max_output_tokens",
+        "enabled",
+    )
     autocomplete_fields = ("provider", "credential")
 
 
@@ -158,7 +168,17 @@ class PublicModelAdmin(ConfigAdmin):
 
 @admin.register(Deployment)
 class DeploymentAdmin(ConfigAdmin):
-    list_display = ("public_model", "provider", "upstream_model", "priority", "weight", "quality_score", "enabled")
+    list_display = (
+        "public_model",
+        "provider",
+        "upstream_model",
+        "priority",
+        "weight",
+        "quality_score",
+        "context_window",
+        "max_output_tokens",
+        "enabled",
+    )
     list_filter = ("enabled", "provider__kind", "provider")
     search_fields = ("public_model__name", "upstream_model", "provider__name")
     list_select_related = ("public_model", "provider")

@@ -171,6 +171,12 @@ class PublicModel(GatewayConfig):
 
 _PER_MILLION = {"max_digits": 14, "decimal_places": 6, "default": Decimal(0), "validators": [MinValueValidator(0)]}
 
+# What a deployment may say about its limits, in tokens. The output bound is the most a
+# client may ask for (gateway.validation.MAX_OUTPUT_TOKENS, tested equal); the window's
+# is far above any model's, and both stay inside a PostgreSQL integer.
+CONTEXT_WINDOW_MAX = 100_000_000
+OUTPUT_TOKENS_MAX = 1_000_000
+
 
 class Deployment(GatewayConfig):
     """One way to serve a public model: provider + upstream model + credential."""
@@ -186,7 +192,20 @@ class Deployment(GatewayConfig):
         validators=[MinValueValidator(0), MaxValueValidator(100)],
         help_text="The operator's judgement, 0-100; the best-quality strategy tries higher first.",
     )
-    context_window = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens.")
+    # Clients read both in /v1/models: a public model says the smallest of its deployments'
+    # (providers.selectors.catalog_build), so no deployment that serves it is overflowed.
+    context_window = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(CONTEXT_WINDOW_MAX)],
+        help_text="Tokens the upstream model accepts, prompt and answer together; empty if unknown.",
+    )
+    max_output_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(OUTPUT_TOKENS_MAX)],
+        help_text="Most tokens the upstream model writes in one answer; empty if unknown.",
+    )
     capabilities = models.JSONField(
         default=list, blank=True, help_text='e.g. ["tools", "vision", "json_mode"]; empty means all.'
     )
@@ -204,6 +223,18 @@ class Deployment(GatewayConfig):
         constraints: ClassVar = [
             models.CheckConstraint(
                 condition=models.Q(quality_score__lte=100), name="providers_deployment_quality_score_at_most_100"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(max_output_tokens__isnull=True)
+                | models.Q(max_output_tokens__gte=1, max_output_tokens__lte=OUTPUT_TOKENS_MAX),
+                name="providers_deployment_max_output_tokens_bounded",
+            ),
+            # An answer is part of the context, so it cannot be longer than the window.
+            models.CheckConstraint(
+                condition=models.Q(max_output_tokens__isnull=True)
+                | models.Q(context_window__isnull=True)
+                | models.Q(max_output_tokens__lte=models.F("context_window")),
+                name="providers_deployment_output_within_context",
             ),
         ]
 

@@ -57,6 +57,8 @@ class DeploymentView:
     quality_score: int = 50
     model_name: str = ""  # the public model it serves: a fallback's deployment serves another
     credential_id: int | None = None  # to flag it when the provider refuses it; None for the simulator
+    context_window: int | None = None  # tokens; None when the operator did not say
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,10 @@ class ModelView:
     strategy: str = Strategy.PRIORITY.value
     max_latency_ms: int | None = None
     fallback_models: tuple[str, ...] = ()
+    # What clients are told (/v1/models): the smallest figure among the deployments
+    # that state one (model_limits), None when none does.
+    context_window: int | None = None
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,21 @@ def deployment_view(deployment: Deployment) -> DeploymentView | None:
         quality_score=deployment.quality_score,
         model_name=deployment.public_model.name,
         credential_id=deployment.credential_id,
+        context_window=deployment.context_window or None,
+        max_output_tokens=deployment.max_output_tokens or None,
     )
+
+
+def model_limits(deployments: tuple[DeploymentView, ...]) -> tuple[int | None, int | None]:
+    """The context window and longest answer a client may count on, whichever deployment
+    serves it: the smallest each deployment states (one that states nothing does not
+    count). Fallback models' deployments are left out: they are a rescue, and a model
+    would otherwise advertise another's limits."""
+    window = min((d.context_window for d in deployments if d.context_window), default=None)
+    output = min((d.max_output_tokens for d in deployments if d.max_output_tokens), default=None)
+    if window is not None and output is not None:
+        output = min(output, window)  # an answer never outgrows the context it is part of
+    return window, output
 
 
 def catalog_build() -> Catalog:
@@ -145,6 +165,8 @@ def catalog_build() -> Catalog:
     listed = []
     by_name: dict[str, ModelView] = {}
     for model in PublicModel.objects.order_by("name"):
+        served_by = tuple(by_model.get(model.pk, ()))
+        context_window, max_output_tokens = model_limits(served_by)
         model_view = ModelView(
             id=model.pk,
             name=model.name,
@@ -152,10 +174,12 @@ def catalog_build() -> Catalog:
             owned_by=model.owned_by,
             is_public=model.is_public,
             created=int(model.created_at.timestamp()),
-            deployments=tuple(by_model.get(model.pk, ())),
+            deployments=served_by,
             strategy=model.strategy,
             max_latency_ms=model.max_latency_ms,
             fallback_models=tuple(str(name) for name in model.fallback_models or ()),
+            context_window=context_window,
+            max_output_tokens=max_output_tokens,
         )
         listed.append(model_view)
         for alias in [*(model.aliases or []), model.name]:

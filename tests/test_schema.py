@@ -13,6 +13,7 @@ def test_the_schema_validates_without_warnings(tmp_path) -> None:
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target))
     schema = target.read_text()
     assert "/api/organizations/{org_id}/keys/{key_id}/rotate" in schema
+    assert "/v1/chat/completions" in schema and "/v1/messages" in schema  # the gateway, beside it
 
 
 def assets_of(html: str) -> list[str]:

@@ -222,7 +222,7 @@ def check_the_request_log(page: Page, events: list[UsageEvent], screenshot: Scre
     page.get_by_role("link", name="Requests").click()
     for event in events:
         row = page.locator(f"#request-{event.request_id}")
-        expect(row.locator("td[data-label=Model]")).to_have_text(MODEL)
+        expect(row.locator("td[data-label='Model and provider'] .line").first).to_have_text(MODEL)
         expect(row.locator("td[data-label=Status]")).to_contain_text("200")
         expect(row.locator("td[data-label=Cost]")).to_have_text(money.display_text(event.cost))
         expect(row.locator("td[data-label=Key]")).to_contain_text(KEY_NAME)
