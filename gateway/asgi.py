@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
-from gateway import anthropic_api, idempotency, openai_api, protocol
+from gateway import anthropic_api, idempotency, openai_api, protocol, responses_api
 from gateway.core import Gateway
 from gateway.errors import GatewayError, bearer_challenge
 from gateway.protocol import ClientGone, Receive, Request, Scope, Send
@@ -22,6 +22,7 @@ Handler = Callable[[Request], Awaitable[None]]
 ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "/v1/chat/completions"): openai_api.chat_completions,
     ("POST", "/v1/embeddings"): openai_api.embeddings,
+    ("POST", "/v1/responses"): responses_api.responses,
     ("GET", "/v1/models"): openai_api.models_list,
     ("POST", "/v1/messages"): anthropic_api.messages,
     ("POST", "/v1/messages/count_tokens"): anthropic_api.count_tokens,

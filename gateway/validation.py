@@ -160,13 +160,14 @@ def _tool_calls(calls: Any, param: str) -> None:
         _optional(function, "arguments", str, f"{where}.function.arguments")
 
 
-def _metadata(metadata: Any) -> None:
-    if metadata is None:
+def metadata(value: Any) -> None:
+    """OpenAI's ``metadata``: at most 16 string pairs (chat completions and responses alike)."""
+    if value is None:
         return
-    if not isinstance(metadata, dict) or len(metadata) > 16:
+    if not isinstance(value, dict) or len(value) > 16:
         raise bad_request("'metadata' must be an object of at most 16 string pairs.", param="metadata")
-    for key, value in metadata.items():
-        if not isinstance(value, str) or len(key) > 64 or len(value) > 512:
+    for key, item in value.items():
+        if not isinstance(item, str) or len(key) > 64 or len(item) > 512:
             raise bad_request(
                 "'metadata' keys must be at most 64 characters and values strings of at most 512.",
                 param=f"metadata.{key}",
@@ -257,7 +258,7 @@ def chat_request(body: Any) -> dict[str, Any]:
     for name in ("user", "prompt_cache_key"):
         _optional(body, name, str, name)
     _optional(body, "parallel_tool_calls", bool, "parallel_tool_calls")
-    _metadata(body.get("metadata"))
+    metadata(body.get("metadata"))
     _tools(body.get("tools"))
     _tool_choice(body.get("tool_choice"))
     _response_format(body.get("response_format"))

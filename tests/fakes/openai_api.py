@@ -1,7 +1,9 @@
-"""OpenAI-compatible upstream: chat completions, embeddings, models (plus the Azure deployment routes).
+"""OpenAI-compatible upstream: chat completions, responses, embeddings, models (plus the Azure
+deployment routes).
 
-PROTOCOLS.md §1.2-1.6. Auth: ``Authorization: Bearer`` (Azure: ``api-key`` or Bearer); the key
-must equal the upstream's ``api_key`` when one is configured.
+PROTOCOLS.md §1.2-1.6 and §2.3 (the Responses API and its typed stream events). Auth:
+``Authorization: Bearer`` (Azure: ``api-key`` or Bearer); the key must equal the upstream's
+``api_key`` when one is configured.
 """
 
 from __future__ import annotations
@@ -515,8 +517,260 @@ async def retrieve_model(call: Call) -> web.StreamResponse:
     return json_response(_model(model_id), headers=_headers(call))
 
 
+# --- responses (PROTOCOLS.md §1.6, §2.3) ---------------------------------------------------
+
+
+def _item_words(item: Any) -> int:
+    if not isinstance(item, dict):
+        return 0
+    content = item.get("content")
+    words = count_words(content) if isinstance(content, str) else 0
+    for part in content if isinstance(content, list) else []:
+        if isinstance(part, dict) and isinstance(part.get("text"), str):
+            words += count_words(part["text"])
+    for name in ("name", "arguments", "input"):
+        if isinstance(item.get(name), str):
+            words += count_words(item[name])
+    if isinstance(item.get("output"), str):
+        words += count_words(item["output"])
+    return words
+
+
+def expected_responses_input_tokens(request_json: dict[str, Any]) -> int:
+    """3 per input item (and for the instructions) + the words of their text, names and arguments."""
+    instructions = request_json.get("instructions")
+    total = 3 + count_words(instructions) if isinstance(instructions, str) and instructions else 0
+    items = request_json.get("input")
+    if isinstance(items, str):
+        return total + 3 + count_words(items)
+    return total + sum(3 + _item_words(item) for item in items or [])
+
+
+def _responses_problem(body: dict[str, Any]) -> tuple[str, str | None] | None:
+    """(message, param) of the first thing OpenAI would reject, or None."""
+    items = body.get("input")
+    tokens = body.get("max_output_tokens")
+    checks: list[tuple[bool, str, str | None]] = [
+        (not body.get("model"), "Missing required parameter: 'model'.", "model"),
+        (
+            not isinstance(items, str | list)
+            or (isinstance(items, list) and not all(isinstance(i, dict) for i in items)),
+            "Invalid 'input': expected a string or an array of input items.",
+            "input",
+        ),
+        (
+            tokens is not None and (not _is_int(tokens) or tokens < 16),
+            "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16.",
+            "max_output_tokens",
+        ),
+    ]
+    return next(((message, param) for failed, message, param in checks if failed), None)
+
+
+@endpoint
+async def responses(call: Call) -> web.StreamResponse:
+    refused = _prelude(call, azure=False)
+    if refused is None and (problem := _responses_problem(call.body)) is not None:
+        refused = _error(call, 400, message=problem[0], param=problem[1])
+    if refused is None and call.behave.status is not None:
+        refused = _scripted_error(call)
+    if refused is not None:
+        return refused
+    body: dict[str, Any] = call.body
+    streaming = body.get("stream") is True
+    if call.behave.malformed:
+        if streaming:
+            return await send_stream(
+                call, [Frame(b'event: response.created\ndata: {"type": "resp\n\n')], headers=_headers(call)
+            )
+        return malformed_response(_headers(call))
+    text_format = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+    json_mode = isinstance(text_format, dict) and text_format.get("type") in ("json_object", "json_schema")
+    context = _ResponsesContext(
+        call=call,
+        response_id=call.new_id("resp_"),
+        created=int(time.time()),
+        model=str(body.get("model")),
+        reply=plan_reply(call.behave, json_mode=json_mode, max_tokens=body.get("max_output_tokens")),
+        call_id=call.new_id("call_"),
+    )
+    if streaming:
+        return await _responses_stream(context)
+    return json_response(context.response(), headers=_headers(call))
+
+
+@dataclass
+class _ResponsesContext:
+    call: Call
+    response_id: str
+    created: int
+    model: str
+    reply: Reply
+    call_id: str
+
+    @property
+    def behave(self) -> Behave:
+        return self.call.behave
+
+    def incomplete_reason(self) -> str | None:
+        if self.behave.finish_reason in ("max_output_tokens", "content_filter"):
+            return self.behave.finish_reason
+        return "max_output_tokens" if self.reply.truncated else None
+
+    def usage(self) -> dict[str, Any]:
+        prompt = expected_responses_input_tokens(self.call.body)
+        output = self.reply.tokens + self.behave.reasoning_tokens
+        return {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": min(self.behave.cached_tokens, prompt)},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": self.behave.reasoning_tokens},
+            "total_tokens": prompt + output,
+        }
+
+    def items(self) -> list[dict[str, Any]]:
+        """The output items, finished: reasoning (when it reasoned), the message, the function call."""
+        items: list[dict[str, Any]] = []
+        if self.behave.reasoning_tokens:
+            items.append(self.reasoning())
+        if self.reply.pieces:
+            items.append(self.message(self.reply.text, done=True))
+        if self.reply.tool_call is not None:
+            items.append(self.function_call(tool_arguments(self.reply.tool_call), done=True))
+        return items
+
+    def reasoning(self) -> dict[str, Any]:
+        # OpenAI's reasoning is opaque: an empty summary, and the encrypted state to send back.
+        return {"id": "rs_fake", "type": "reasoning", "summary": [], "encrypted_content": "gAAAAfake-encrypted"}
+
+    def message(self, text: str, *, done: bool) -> dict[str, Any]:
+        status = ("incomplete" if self.incomplete_reason() else "completed") if done else "in_progress"
+        content = [_output_text(text)] if done else []
+        return {"id": "msg_fake", "type": "message", "status": status, "role": "assistant", "content": content}
+
+    def function_call(self, arguments: str, *, done: bool) -> dict[str, Any]:
+        assert self.reply.tool_call is not None
+        item = {
+            "id": "fc_fake",
+            "type": "function_call",
+            "status": "completed" if done else "in_progress",
+            "arguments": arguments,
+            "call_id": self.call_id,
+            "name": self.reply.tool_call["name"],
+        }
+        if self.reply.tool_call.get("namespace"):
+            item["namespace"] = self.reply.tool_call["namespace"]
+        return item
+
+    def response(self, status: str | None = None, *, done: bool = True) -> dict[str, Any]:
+        body: dict[str, Any] = self.call.body
+        reason = self.incomplete_reason()
+        if status is None:
+            status = "incomplete" if reason else "completed"
+        payload: dict[str, Any] = {
+            "id": self.response_id,
+            "object": "response",
+            "created_at": self.created,
+            "status": status,
+            "error": None,
+            "incomplete_details": {"reason": reason} if reason and done else None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": self.model,
+            "output": self.items() if done else [],
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "previous_response_id": None,
+            "reasoning": {"effort": None, "summary": None} | (body.get("reasoning") or {}),
+            "store": body.get("store", True),
+            "temperature": body.get("temperature", 1.0),
+            "text": body.get("text") or {"format": {"type": "text"}},
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools") or [],
+            "top_p": body.get("top_p", 1.0),
+            "truncation": "disabled",
+            "usage": self.usage() if done and not self.behave.no_usage else None,
+            "metadata": body.get("metadata") or {},
+        }
+        return payload
+
+
+def _output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+class _Events:
+    """Typed Responses events as SSE frames, numbered in order."""
+
+    def __init__(self) -> None:
+        self.sequence = 0
+
+    def frame(self, kind: str, *, content: bool = False, **fields: Any) -> Frame:
+        event = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return Frame(sse(event, event=kind), content=content)
+
+
+async def _responses_stream(context: _ResponsesContext) -> web.StreamResponse:
+    """OpenAI's order: created, in_progress; per item added, its parts and deltas, done; completed."""
+    events, reply = _Events(), context.reply
+    frames = [
+        events.frame("response.created", response=context.response("in_progress", done=False)),
+        events.frame("response.in_progress", response=context.response("in_progress", done=False)),
+    ]
+    index = 0
+    where: dict[str, Any]
+    if context.behave.reasoning_tokens:
+        item = context.reasoning()
+        frames.append(events.frame("response.output_item.added", output_index=index, item=item))
+        frames.append(events.frame("response.output_item.done", output_index=index, item=item))
+        index += 1
+    if reply.pieces:
+        where = {"item_id": "msg_fake", "output_index": index, "content_index": 0}
+        frames.append(
+            events.frame("response.output_item.added", output_index=index, item=context.message("", done=False))
+        )
+        frames.append(events.frame("response.content_part.added", **where, part=_output_text("")))
+        frames += [
+            events.frame("response.output_text.delta", content=True, **where, delta=piece, logprobs=[])
+            for piece in reply.pieces
+        ]
+        frames.append(events.frame("response.output_text.done", **where, text=reply.text, logprobs=[]))
+        frames.append(events.frame("response.content_part.done", **where, part=_output_text(reply.text)))
+        frames.append(
+            events.frame("response.output_item.done", output_index=index, item=context.message(reply.text, done=True))
+        )
+        index += 1
+    if reply.tool_call is not None:
+        where = {"item_id": "fc_fake", "output_index": index}
+        frames.append(
+            events.frame("response.output_item.added", output_index=index, item=context.function_call("", done=False))
+        )
+        frames += [
+            events.frame("response.function_call_arguments.delta", content=True, **where, delta=piece)
+            for piece in reply.argument_pieces
+        ]
+        arguments = tool_arguments(reply.tool_call)
+        frames.append(events.frame("response.function_call_arguments.done", **where, arguments=arguments))
+        item = context.function_call(arguments, done=True)
+        frames.append(events.frame("response.output_item.done", output_index=index, item=item))
+    final = context.response()
+    frames.append(events.frame(f"response.{final['status']}", response=final))
+    behave = context.behave
+    message = behave.message or "The server had an error while processing your request. Sorry about that!"
+    failed = {
+        **context.response("failed", done=False),
+        "error": {"code": behave.code or "server_error", "message": message},
+    }
+    error = {"type": "error", "code": behave.code or "server_error", "message": message, "param": None}
+    error_frames = sse({**error, "sequence_number": 0}, event="error") + sse(
+        {"type": "response.failed", "sequence_number": 1, "response": failed}, event="response.failed"
+    )
+    return await send_stream(context.call, frames, headers=_headers(context.call), error_frame=error_frames)
+
+
 ROUTES = [
     web.post("/v1/chat/completions", chat_completions),
+    web.post("/v1/responses", responses),
     web.post("/v1/embeddings", embeddings),
     web.get("/v1/models", list_models),
     web.get("/v1/models/{model}", retrieve_model),

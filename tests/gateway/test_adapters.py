@@ -34,30 +34,46 @@ WEATHER_TOOL: Any = {
 # kind -> (base URL suffix, upstream model, expected-token module, path fragment the fake sees)
 KINDS: dict[str, Any] = {
     Provider.Kind.OPENAI: ("/v1", "gpt-4o-mini", openai_api, "/v1/chat/completions"),
+    Provider.Kind.OPENAI_COMPATIBLE: ("/v1", "llama-3", openai_api, "/v1/chat/completions"),
     Provider.Kind.AZURE_OPENAI: ("", "my-gpt4o-deployment", openai_api, "/openai/deployments/my-gpt4o-deployment/"),
     Provider.Kind.ANTHROPIC: ("", "claude-sonnet-4", anthropic_api, "/v1/messages"),
     Provider.Kind.GEMINI: ("", "gemini-2.5-flash", gemini_api, "/v1beta/models/gemini-2.5-flash:"),
 }
 
 
-def route(upstream: FakeUpstream, kind: str, *, name: str = "smart") -> None:
-    """Points the public model ``name`` at the fake upstream, as an operator would in the admin."""
+DEFAULT_RATES = {"input_per_1m": Decimal(1), "cached_input_per_1m": Decimal("0.5"), "output_per_1m": Decimal(2)}
+
+
+def route(
+    upstream: FakeUpstream,
+    kind: str,
+    *,
+    name: str = "smart",
+    rates: dict[str, Decimal] | None = None,
+    priority: int = 1,
+    provider_name: str | None = None,
+    **provider: Any,
+) -> Deployment:
+    """Points the public model ``name`` at the fake upstream, as an operator would in the admin:
+    a provider of ``kind`` (its fields in ``provider``), a credential, a price (``rates``, USD per
+    1M tokens, when the model has none yet) and a deployment."""
     suffix, upstream_model, _, _ = KINDS[kind]
-    provider = ProviderFactory.create(
-        name=f"fake-{kind}",
-        kind=kind,
-        base_url=upstream.url + suffix,
-        api_version="2024-10-21" if "azure" in kind else "",
+    owner = ProviderFactory.create(
+        **{
+            "name": provider_name or f"fake-{kind}",
+            "kind": kind,
+            "base_url": upstream.url + suffix,
+            "api_version": "2024-10-21" if "azure" in kind else "",
+            **provider,
+        }
     )
-    credential = CredentialFactory.create(provider=provider, secret=UPSTREAM_KEY)
+    credential = CredentialFactory.create(provider=owner, secret=UPSTREAM_KEY)
     model, _ = PublicModel.objects.get_or_create(name=name)
     Price.objects.get_or_create(
-        public_model=name,
-        effective_from=datetime(2020, 1, 1, tzinfo=UTC),
-        defaults={"input_per_1m": Decimal(1), "cached_input_per_1m": Decimal("0.5"), "output_per_1m": Decimal(2)},
+        public_model=name, effective_from=datetime(2020, 1, 1, tzinfo=UTC), defaults=rates or DEFAULT_RATES
     )
-    DeploymentFactory.create(
-        public_model=model, provider=provider, credential=credential, upstream_model=upstream_model
+    return DeploymentFactory.create(
+        public_model=model, provider=owner, credential=credential, upstream_model=upstream_model, priority=priority
     )
 
 

@@ -17,8 +17,6 @@ import json
 import random
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -26,14 +24,13 @@ import openai
 import pytest
 from pytest_django import Settings
 
-from billing.models import LedgerEntry, Price, UsageEvent
-from providers.models import Deployment, Provider, PublicModel
+from billing.models import LedgerEntry, UsageEvent
+from providers.models import Deployment, Provider
 from tests import http
 from tests.conftest import UPSTREAM_KEY
-from tests.factories import CredentialFactory, DeploymentFactory, ProviderFactory
 from tests.fakes import DEFAULT_REPLY, Behave, FakeUpstream, split_reply
 from tests.gateway.conftest import Gateway
-from tests.gateway.test_adapters import KINDS
+from tests.gateway.test_adapters import KINDS, route
 
 MESSAGES: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to the gateway"}]
 CHAT: dict[str, Any] = {"model": "smart", "messages": MESSAGES}
@@ -75,24 +72,13 @@ def deploy(
     read_timeout: float = READ_TIMEOUT,
 ) -> Deployment:
     """A deployment of the public model "smart" on its own provider, pointing at ``upstream``."""
-    suffix, upstream_model, _, _ = KINDS[kind]
-    owner = ProviderFactory.create(
-        name=provider,
-        kind=kind,
-        base_url=upstream.url + suffix,
-        api_version="2024-10-21" if "azure" in kind else "",
+    return route(
+        upstream,
+        kind,
+        priority=priority,
+        provider_name=provider,
         connect_timeout=READ_TIMEOUT,
         read_timeout=read_timeout,
-    )
-    credential = CredentialFactory.create(provider=owner, secret=UPSTREAM_KEY)
-    model, _ = PublicModel.objects.get_or_create(name="smart")
-    Price.objects.get_or_create(
-        public_model="smart",
-        effective_from=datetime(2020, 1, 1, tzinfo=UTC),
-        defaults={"input_per_1m": Decimal(1), "cached_input_per_1m": Decimal("0.5"), "output_per_1m": Decimal(2)},
-    )
-    return DeploymentFactory.create(
-        public_model=model, provider=owner, credential=credential, upstream_model=upstream_model, priority=priority
     )
 
 
