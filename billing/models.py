@@ -49,6 +49,9 @@ class UsageEvent(models.Model):
     cache_write_1h_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
+    # Server tools that ran at the provider (Anthropic's web search and fetch): recorded, not
+    # priced yet (docs/billing.md says why).
+    server_tool_requests = models.PositiveIntegerField(default=0)
     usage_source = models.CharField(max_length=10, choices=Source.choices)
     latency_ms = models.PositiveIntegerField()
     ttft_ms = models.PositiveIntegerField(null=True, help_text="Time to first token, streams only.")

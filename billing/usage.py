@@ -53,6 +53,7 @@ class UsageRecord:
     cache_write_5m_tokens: int = 0
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
+    server_tool_requests: int = 0  # Anthropic's server tools (web search, fetch), billed per request
 
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))

@@ -175,7 +175,9 @@ class RelayedStream:
             if isinstance(piece, str) and piece:
                 call.generated.append(piece)
         elif event.event == "message_start":
+            # The prompt's classes as reported: they stand if the stream is cut before message_delta.
             self._report((decode_event(event.data).get("message") or {}).get("usage"))
+            call.usage, call.usage_source = usage_from_anthropic(self.reported), "started"
         elif event.event == "message_delta":
             self._report(decode_event(event.data).get("usage"))
             call.usage, call.usage_source = usage_from_anthropic(self.reported), "reported"

@@ -47,10 +47,21 @@ def account_chunk(call: Call, chunk: dict[str, Any]) -> None:
 
 
 def settle_stream(call: Call) -> None:
-    """Usage for a stream that ended without a usage report (cut, abandoned, or never sent)."""
-    if call.usage_source != "reported" and call.deployment is not None:
-        call.usage = estimate(call, "".join(call.generated))
-        call.usage_source = "estimated"
+    """Usage for a stream that ended without a usage report (cut, abandoned, or never sent).
+
+    When the upstream reported the prompt as the stream began (``usage_source``
+    "started": Anthropic's ``message_start``, with its cache reads and writes), that
+    report stands and only the answer is estimated; otherwise both are.
+    """
+    if call.usage_source == "reported" or call.deployment is None:
+        return
+    estimated = estimate(call, "".join(call.generated))
+    if call.usage_source == "started" and call.usage:
+        reported_so_far = int(call.usage.get("completion_tokens") or 0)
+        completion = max(int(estimated["completion_tokens"]), reported_so_far)
+        prompt = int(call.usage.get("prompt_tokens") or 0)
+        estimated = {**call.usage, "completion_tokens": completion, "total_tokens": prompt + completion}
+    call.usage, call.usage_source = estimated, "estimated"
 
 
 async def finish(call: Call) -> None:
@@ -139,6 +150,7 @@ def _usage_record(call: Call, key: KeyCredentials) -> UsageRecord:
         cache_write_1h_tokens=used.cache_write_1h,
         completion_tokens=used.completion,
         reasoning_tokens=used.reasoning,
+        server_tool_requests=_count((call.usage or {}).get("server_tool_requests")),
         usage_source=call.usage_source if call.usage else "void",
         latency_ms=call.request.elapsed_ms(),
         ttft_ms=call.ttft_ms,

@@ -81,13 +81,24 @@ def usage_from_anthropic(usage: Json) -> Json:
     writes = max(
         _count(usage.get("cache_creation_input_tokens")), _count(split.get("ephemeral_5m_input_tokens")) + write_1h
     )
-    return openai_usage(
+    internal = openai_usage(
         prompt=_count(usage.get("input_tokens")) + reads + writes,
         completion=_count(usage.get("output_tokens")),
         cached=reads,
         cache_write_5m=writes - write_1h,
         cache_write_1h=write_1h,
     )
+    if requests := server_tool_requests(usage.get("server_tool_use")):
+        internal["server_tool_requests"] = requests
+    return internal
+
+
+def server_tool_requests(server_tool_use: Any) -> int:
+    """How many times server tools ran (``web_search_requests``, ``web_fetch_requests``, ...):
+    Anthropic bills them per request, not per token."""
+    if not isinstance(server_tool_use, dict):
+        return 0
+    return sum(_count(value) for name, value in server_tool_use.items() if name.endswith("_requests"))
 
 
 def _bad_message(index: int, problem: str) -> InvalidInput:

@@ -213,7 +213,9 @@ class _MessageContext:
 
     def usage(self, output_tokens: int) -> dict[str, Any]:
         input_tokens, cached, write_5m, write_1h = self.input_tokens()
-        return {
+        searches = self.call.behave.server_tool_requests
+        tools = {"server_tool_use": {"web_search_requests": searches}} if searches else {}
+        return tools | {
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
             "cache_creation_input_tokens": write_5m + write_1h,

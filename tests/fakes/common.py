@@ -53,6 +53,7 @@ class Behave:
     cached_tokens: int = 0
     cache_write_5m_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    server_tool_requests: int = 0  # Anthropic: web searches the model ran (usage.server_tool_use)
     reasoning_tokens: int = 0
     stall_after: int | None = None
     stall: float = 0.0

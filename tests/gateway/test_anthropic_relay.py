@@ -176,3 +176,24 @@ def test_the_operators_betas_and_the_clients_add_up_and_the_clients_version_wins
     [received] = anthropic.requests
     assert received.headers["anthropic-beta"] == "context-1m-2025-08-07,claude-code-20250219," + BETAS.split(",", 1)[1]
     assert received.headers["anthropic-version"] == "2023-06-01"
+
+
+def test_a_cut_stream_keeps_the_prompt_the_upstream_reported_and_estimates_only_the_answer(
+    gateway: Gateway, anthropic: FakeUpstream
+) -> None:
+    anthropic.script(Behave(cached_tokens=5, cache_write_1h_tokens=2, cut_after=2))
+    events = sse_events(post(gateway, {**CLAUDE_CODE_BODY, "stream": True}).body.decode())
+    assert events[-1][0] == "error"
+    [event] = gateway.events()
+    assert event.usage_source == UsageEvent.Source.ESTIMATED
+    assert event.prompt_tokens == expected_prompt_tokens({**CLAUDE_CODE_BODY, "model": "claude-sonnet-4"})
+    assert (event.cached_tokens, event.cache_write_1h_tokens) == (5, 2), "as message_start reported them"
+    assert event.completion_tokens >= 2, "the two pieces the client was sent, at least"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_server_tools_the_upstream_ran_are_recorded(gateway: Gateway, anthropic: FakeUpstream, streamed: bool) -> None:
+    anthropic.script(Behave(server_tool_requests=2))
+    assert post(gateway, {**CLAUDE_CODE_BODY, "stream": streamed}).status == 200
+    [event] = gateway.events()
+    assert event.server_tool_requests == 2
