@@ -1,5 +1,6 @@
-"""Seeds a bench tenant: the shared fake upstream as an OpenAI-compatible
-provider serving gpt-4o-mini, and an API key (printed on the last line)."""
+"""Seeds a bench tenant: the fake upstream (bench/load/upstream.py, at BENCH_UPSTREAM)
+as an OpenAI-compatible provider serving gpt-4o-mini, and an API key (printed on the
+last line). bench/load/system.py runs it on a fresh database."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from billing.services import credits_grant  # noqa: E402
 from providers.models import Credential, Deployment, Provider, PublicModel  # noqa: E402
 from providers.services import credential_set_secret  # noqa: E402
 
-UPSTREAM = os.environ.get("BENCH_UPSTREAM", "http://127.0.0.1:18080/v1")
+UPSTREAM = os.environ.get("BENCH_UPSTREAM", "http://127.0.0.1:18001/v1")
 
 provider = Provider.objects.create(name="bench-upstream", kind=Provider.Kind.OPENAI_COMPATIBLE, base_url=UPSTREAM)
 credential = Credential.objects.create(provider=provider, name="bench")
