@@ -54,6 +54,9 @@ class UsageRecord:
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
     server_tool_requests: int = 0  # Anthropic's server tools (web search, fetch), billed per request
+    # The request's span as a W3C traceparent when it was sampled, else "": the drain's
+    # span links back to it (oneflow.lib.tracing). Not stored with the usage row.
+    traceparent: str = ""
 
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))

@@ -8,11 +8,14 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from django.conf import settings
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from gateway import anthropic_api, idempotency, openai_api, protocol, responses_api
 from gateway.core import Gateway
 from gateway.errors import GatewayError, bearer_challenge
-from gateway.protocol import ClientGone, Receive, Request, Scope, Send
+from gateway.protocol import ClientGone, Message, Receive, Request, Scope, Send
+from oneflow.lib import tracing
 from oneflow.lib.asgi import send_error, speaks_anthropic
 
 logger = logging.getLogger(__name__)
@@ -34,6 +37,9 @@ def _is_anthropic(request: Request) -> bool:
 
 
 async def _render_error(request: Request, error: GatewayError) -> None:
+    span = trace.get_current_span()
+    if error.code and span.is_recording():
+        span.set_attribute("oneflow.error.code", error.code)
     headers = dict(error.headers)
     if error.status == 401:
         key_sent = bool(request.headers.get("authorization") or request.headers.get("x-api-key"))
@@ -81,6 +87,40 @@ def _route(request: Request) -> Handler | None:
     return handler
 
 
+def _http_route(request: Request) -> str:
+    """The route template a request matched, "" for none: a span name must not carry ids."""
+    if (request.method, request.path) in ROUTES:
+        return request.path
+    if request.method == "GET" and request.path.startswith("/v1/models/"):
+        return "/v1/models/{model}"
+    return ""
+
+
+def _traced(request: Request, span: Span) -> None:
+    """Describes a recorded request's span, and notes its status as the answer starts."""
+    route = _http_route(request)
+    span.update_name(f"{request.method} {route}" if route else request.method)
+    span.set_attributes(
+        {
+            "http.request.method": request.method,
+            "http.route": route,
+            "oneflow.request_id": request.request_id,
+            "user_agent.original": request.headers.get("user-agent", ""),
+        }
+    )
+    send = request.send
+
+    async def noting(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:  # a 4xx is the client's error, not the server span's (HTTP semconv)
+                tracing.failed(span, str(status))
+        await send(message)
+
+    request.send = noting
+
+
 class GatewayApp:
     """The /v1 ASGI app of one worker. ``start()`` (at lifespan startup) opens the
     worker's Gateway; ``stop()`` (at shutdown) closes it. Requests before the
@@ -113,11 +153,14 @@ class GatewayApp:
             await send_error(scope, send, 503, message, code="gateway_unavailable", anthropic_type="overloaded_error")
             return
         request = Request(scope, receive, send, gateway)
-        if request.method == "OPTIONS":
-            await _preflight(request)
-            return
-        request.extra_headers = _cors_headers(request)
-        await idempotency.guarded(request, _dispatch, render_error=_render_error)
+        with tracing.server_span(request.method, request.headers) as span:
+            if span.is_recording():
+                _traced(request, span)
+            if request.method == "OPTIONS":
+                await _preflight(request)
+                return
+            request.extra_headers = _cors_headers(request)
+            await idempotency.guarded(request, _dispatch, render_error=_render_error)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

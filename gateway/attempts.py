@@ -14,14 +14,17 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from opentelemetry.trace import Span, SpanKind
 
 from gateway import metrics, strategies
 from gateway.breakers import Verdict
 from gateway.call import Call
 from gateway.errors import GatewayError, bad_request
-from gateway.settlement import estimate
+from gateway.settlement import estimate, genai_operation
+from oneflow.lib import tracing
 from oneflow.lib.db import in_thread
 from providers import tokens
 from providers.adapters import Adapter, ErrorKind, Relay, UpstreamError, adapter_for, connection_error
@@ -29,6 +32,14 @@ from providers.selectors import DeploymentView
 from providers.services import credential_flag
 
 T = TypeVar("T")
+
+# gen_ai.provider.name (OpenTelemetry GenAI semconv) by provider kind; others go by their kind.
+GENAI_PROVIDERS = {
+    "openai": "openai",
+    "azure_openai": "azure.ai.openai",
+    "anthropic": "anthropic",
+    "gemini": "gcp.gemini",
+}
 
 
 def plan(call: Call) -> list[DeploymentView]:
@@ -94,15 +105,21 @@ async def _attempts(call: Call, attempt: Callable[[DeploymentView], Awaitable[T]
         deployment = call.deployment = deployments[index]
         call.attempts += 1
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(deadline - time.monotonic()):
-                result = await attempt(deployment)
-        except (UpstreamError, TimeoutError) as exc:
-            last = exc if isinstance(exc, UpstreamError) else connection_error(exc)
-            _attempt_failed(call, last, started)
-        else:
-            call.attempt_log.append(_attempt_entry(deployment, 200, "", started))
-            return result
+        # The CLIENT span of the attempt (a stream's ends at its first content: past it, no failover).
+        with tracing.span("attempt", kind=SpanKind.CLIENT) as span:
+            if span.is_recording():
+                _attempt_started(span, call, deployment)
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    result = await attempt(deployment)
+            except (UpstreamError, TimeoutError) as exc:
+                last = exc if isinstance(exc, UpstreamError) else connection_error(exc)
+                _attempt_ended(span, last)
+            else:
+                _attempt_ended(span, None)
+                call.attempt_log.append(_attempt_entry(deployment, 200, "", started))
+                return result
+        _attempt_failed(call, last, started)
         if last.kind is ErrorKind.DEPLOYMENT or index + 1 < len(deployments):
             index += 1
             continue
@@ -112,6 +129,37 @@ async def _attempts(call: Call, attempt: Callable[[DeploymentView], Awaitable[T]
         await asyncio.sleep(delay)
     assert last is not None  # noqa: S101 - plan() is never empty
     raise _failed(call, last)
+
+
+def _attempt_started(span: Span, call: Call, deployment: DeploymentView) -> None:
+    """Describes a recorded attempt's span: GenAI semconv, and which deployment it tried."""
+    target = deployment.target
+    operation = genai_operation(call.endpoint)
+    span.update_name(f"{operation} {target.upstream_model}")
+    span.set_attributes(
+        {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": GENAI_PROVIDERS.get(target.kind, target.kind),
+            "gen_ai.request.model": target.upstream_model,
+            "oneflow.provider": target.provider_name,
+            "oneflow.deployment_id": deployment.id,
+            "oneflow.attempt": call.attempts,
+        }
+    )
+    if host := urlsplit(target.base_url).hostname:
+        span.set_attribute("server.address", host)
+
+
+def _attempt_ended(span: Span, error: UpstreamError | None) -> None:
+    if not span.is_recording():
+        return
+    if error is None:
+        span.set_attribute("http.response.status_code", 200)
+        return
+    if error.upstream_status is not None:
+        span.set_attribute("http.response.status_code", error.upstream_status)
+    span.set_attribute("oneflow.error.kind", error.kind.value)
+    tracing.failed(span, error.kind.value)
 
 
 def _callable(call: Call, deployments: list[DeploymentView]) -> list[DeploymentView]:

@@ -18,13 +18,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from opentelemetry.trace import Span, SpanKind
 from redis.exceptions import LockError
 
 from billing import holds
 from billing.holds import MAX_UNITS, RELEASE, BudgetSlot, Event, HoldResult, HoldStatus, to_credits, to_units
 from billing.selectors import BudgetView, PriceBook, budget_spent, credits_balance
 from gateway.errors import GatewayError
-from oneflow.lib import money, redis_keys, scripts
+from oneflow.lib import money, redis_keys, scripts, tracing
 from oneflow.lib.db import in_thread
 from oneflow.lib.scripts import Invocation
 from providers import tokens
@@ -93,6 +94,11 @@ def budget_slots(budgets: Sequence[BudgetView], now: datetime) -> list[BudgetSlo
     return slots
 
 
+def _redis_phase(span: Span, phase: str) -> None:
+    """Describes a recorded span of one of the hot path's Redis phases (one script call each)."""
+    span.set_attributes({"db.system.name": "redis", "db.operation.name": "EVALSHA", "oneflow.redis.phase": phase})
+
+
 async def reserve(
     gateway: Gateway,
     *,
@@ -105,6 +111,25 @@ async def reserve(
     """Holds ``cost`` (rounded up to units) against the credits and budgets,
     running ``extra`` scripts in the same round trip; returns the reservation
     (with its refusal when it does not fit) and the extra scripts' replies."""
+    with tracing.span("redis admission", kind=SpanKind.CLIENT) as span:
+        reservation, replies = await _reserve(
+            gateway, organization_id=organization_id, hold_id=hold_id, cost=cost, budgets=budgets, extra=extra
+        )
+        if span.is_recording():
+            _redis_phase(span, "admission")
+            span.set_attribute("oneflow.hold.granted", reservation.refusal is None)
+        return reservation, replies
+
+
+async def _reserve(
+    gateway: Gateway,
+    *,
+    organization_id: int,
+    hold_id: str,
+    cost: Decimal,
+    budgets: Sequence[BudgetView],
+    extra: Sequence[Invocation[Any]],
+) -> tuple[Reservation, list[Any]]:
     client = gateway.redis
     if cost <= 0:
         version: Any = await client.get(redis_keys.CONFIG_VERSION)
@@ -212,14 +237,20 @@ async def record(
     usage event, in one script; ``extra`` scripts ride in the same round trip
     and their replies come back."""
     held = reservation is not None and reservation.units is not None
-    return await gateway.journal.record(
-        organization_id=organization_id,
-        hold_id=hold_id if held else "",
-        charged_units=charged_units,
-        budget_keys=reservation.budget_keys if reservation is not None else (),
-        event=event,
-        extra=extra,
-    )
+    with tracing.span("redis settlement", kind=SpanKind.CLIENT) as span:
+        replies = await gateway.journal.record(
+            organization_id=organization_id,
+            hold_id=hold_id if held else "",
+            charged_units=charged_units,
+            budget_keys=reservation.budget_keys if reservation is not None else (),
+            event=event,
+            extra=extra,
+        )
+        if span.is_recording():
+            _redis_phase(span, "settlement")
+            if len(replies) < len(extra):  # the journal keeps the event to send later
+                tracing.failed(span, "redis_unavailable")
+        return replies
 
 
 async def release(
@@ -242,4 +273,7 @@ async def release(
             budget_keys=reservation.budget_keys,
         )
         calls.insert(0, settle)
-    await scripts.arun_all(gateway.redis, calls)
+    with tracing.span("redis release", kind=SpanKind.CLIENT) as span:
+        if span.is_recording():
+            _redis_phase(span, "release")
+        await scripts.arun_all(gateway.redis, calls)

@@ -7,7 +7,11 @@ from typing import Protocol
 
 from django.core.asgi import get_asgi_application
 
+from oneflow.lib import tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oneflow.settings")
+# Before Django loads its middleware: the Django instrumentation adds one (when tracing is on).
+tracing.setup("oneflow-web")
 # Sets Django up; the imports below reach DRF and models, which need that first.
 django_application = get_asgi_application()
 

@@ -31,8 +31,8 @@ class ConfigAdmin(AuditedAdmin):
 @admin.register(Provider)
 class ProviderAdmin(ConfigAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    list_display = ("name", "kind", "base_url", "enabled", "created_at")
-    list_filter = ("kind", "enabled")
+    list_display = ("name", "kind", "base_url", "enabled", "propagate_trace_context", "created_at")
+    list_filter = ("kind", "enabled", "propagate_trace_context")
     search_fields = ("name", "base_url")
 
 

@@ -40,6 +40,12 @@ class Provider(GatewayConfig):
         max_length=40, blank=True, help_text="Azure api-version or anthropic-version; empty for the default."
     )
     extra_headers = models.JSONField(default=dict, blank=True, help_text="Sent with every upstream request.")
+    # Off by default: a third-party provider learns OneFlow's trace ids only when an operator says so.
+    propagate_trace_context = models.BooleanField(
+        default=False,
+        help_text="Send the W3C traceparent of each upstream attempt to this provider (when the request is "
+        "traced), so its own traces join OneFlow's.",
+    )
     connect_timeout = models.FloatField(default=10.0, validators=[MinValueValidator(0.1)], help_text="Seconds.")
     read_timeout = models.FloatField(
         default=30.0, validators=[MinValueValidator(0.1)], help_text="Seconds of silence allowed between bytes."

@@ -102,6 +102,7 @@ def _target(deployment: Deployment, api_key: str) -> Target:
         connect_timeout=provider.connect_timeout,
         read_timeout=provider.read_timeout,
         simulator=dict(provider.simulator or {}),
+        propagate_trace_context=provider.propagate_trace_context,
     )
 
 

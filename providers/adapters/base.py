@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from oneflow.lib import json, sse
+from oneflow.lib import json, sse, tracing
 from oneflow.lib.http import HttpClient, timeout
 from providers.translate.anthropic import UpstreamStreamError
 
@@ -34,6 +34,7 @@ class Target:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     simulator: Mapping[str, Any] = field(default_factory=dict)
+    propagate_trace_context: bool = False  # send each attempt's W3C traceparent (Provider's switch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,12 @@ class Adapter:
         raise UpstreamError("This provider does not serve embeddings.", kind=ErrorKind.DEPLOYMENT, status=400)
 
 
+def _traced(headers: Mapping[str, str], target: Target) -> Mapping[str, str]:
+    """The headers, with the attempt's W3C trace context when its provider may have it
+    (``Provider.propagate_trace_context``) and the attempt is traced."""
+    return tracing.with_trace_context(headers) if target.propagate_trace_context else headers
+
+
 async def post_json(
     client: HttpClient,
     url: str,
@@ -181,6 +188,7 @@ async def post_json(
     body; it is shown to the caller only for request errors (their input).
     """
     timeouts = timeout(connect=target.connect_timeout, read=target.read_timeout)
+    headers = _traced(headers, target)
     try:
         async with client.post(url, data=json.dumps(payload), headers=headers, timeouts=timeouts) as response:
             raw = await response.read()
@@ -212,6 +220,7 @@ async def post_stream(
     errors after it carry ``mid_stream=True``.
     """
     timeouts = timeout(connect=target.connect_timeout, read=target.read_timeout)
+    headers = _traced(headers, target)
     started = False
     try:
         async with client.post(url, data=json.dumps(payload), headers=headers, timeouts=timeouts) as response:
