@@ -8,6 +8,8 @@ here on purpose.
 
 import os
 
+from oneflow.lib.jsonlog import logger_levels
+
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 
 # ASGI: each worker is one uvicorn event loop (uvloop + httptools). One worker
@@ -65,25 +67,37 @@ _shm = "/dev/shm"  # noqa: S108 - gunicorn creates its file there with mkstemp
 worker_tmp_dir = _shm if os.path.isdir(_shm) else None
 control_socket_disable = True
 
-# No access log from gunicorn: one line per request in a second, unstructured
-# format next to the app's JSON would only duplicate it.
+# No access log from gunicorn, nor from uvicorn (its logger gets gunicorn.access's level
+# and no handler): a line per request without the request id, next to OneFlow's own
+# access line per /v1 call (logger oneflow.access, docs/logging.md), would only duplicate it.
 accesslog = None
 
 # Gunicorn's and uvicorn's own lines (boot, worker exits, timeouts, errors
-# escaping the app) in the same JSON shape as the app's, on stdout.
+# escaping the app) in the same JSON shape as the app's, on stdout, through the
+# same redaction filter. In a worker, Django's LOGGING then sends them to its own
+# handler (oneflow/settings.py), which is the same.
 _level = os.environ.get("LOG_LEVEL", "INFO")
+_loggers: dict[str, dict[str, object]] = {
+    "gunicorn.error": {"level": _level, "handlers": ["stdout"], "propagate": False},
+    "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+}
+for _name, _named_level in logger_levels("LOG_LEVELS", os.environ.get("LOG_LEVELS", "")).items():
+    _loggers[_name] = {**_loggers.get(_name, {}), "level": _named_level}
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "oneflow.lib.redact.RedactingFilter"}},
     "formatters": {"json": {"()": "oneflow.lib.jsonlog.JsonFormatter"}},
     "handlers": {
-        "stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["redact"],
+            "stream": "ext://sys.stdout",
+        },
     },
     "root": {"level": _level, "handlers": ["stdout"]},
-    "loggers": {
-        "gunicorn.error": {"level": _level, "handlers": ["stdout"], "propagate": False},
-        "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
-    },
+    "loggers": _loggers,
 }
 
 
@@ -111,8 +125,13 @@ def when_ready(server: object) -> None:
         return
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: PLC0415 - only in the master
 
+    # After PROMETHEUS_MULTIPROC_DIR is set: it reads Redis, not prometheus_client's value class.
+    from oneflow.lib.cluster_metrics import ClusterFigures  # noqa: PLC0415
+
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
+    # The figures every pod serves alike (business gauges, Celery, drain lag): docs/metrics.md.
+    registry.register(ClusterFigures.from_environment())
     try:
         start_http_server(_metrics_port, _metrics_addr, registry=registry)
     except OSError as error:
