@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from billing import services
+from billing.services.metrics import business_metrics_publish, ledger_reconcile_report
 
 
 @shared_task(name="billing.drain_usage")
@@ -24,7 +25,12 @@ def apply_usage_retention() -> int:
 
 @shared_task(name="billing.reconcile_ledgers")
 def reconcile_ledgers() -> int:
-    return len(services.ledger_reconcile_all())
+    return len(ledger_reconcile_report())
+
+
+@shared_task(name="billing.publish_business_metrics")
+def publish_business_metrics() -> None:
+    business_metrics_publish()
 
 
 @shared_task(name="billing.reconcile_credits")

@@ -3,9 +3,11 @@ metrics port under gunicorn, and at /metrics by oneflow.lib.metrics (404 on the
 user-traffic port in production unless METRICS_TOKEN is set).
 
 Labels are bounded: the public model (unknown names fold into "other"), the
-provider name (operator-defined, few), the status class. Under several
-gunicorn workers, prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR,
-set by deploy/gunicorn.conf.py) sums the workers' values.
+provider name (operator-defined, few), the status class, a refusal's reason (a
+fixed set, from the error code), the kind of limit. Never an organization, a
+key, a request or a name the client sent. Under several gunicorn workers,
+prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by
+deploy/gunicorn.conf.py) sums the workers' values. docs/metrics.md lists them all.
 """
 
 from __future__ import annotations
@@ -14,12 +16,21 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from gateway.errors import GatewayError
+from gateway.limits import Decision, Kind
 from providers.adapters import UpstreamError
 from providers.selectors import DeploymentView, ModelView
 
 
 class Elapsed(Protocol):
     def elapsed_ms(self) -> float: ...
+
+
+class Judged(Protocol):
+    """What the metrics read of a request's limits (gateway.guards.Guards is one)."""
+
+    @property
+    def decision(self) -> Decision | None: ...
 
 
 class Finished(Protocol):
@@ -39,6 +50,9 @@ class Finished(Protocol):
 
     @property
     def provider(self) -> str: ...
+
+    @property
+    def guards(self) -> Judged | None: ...
 
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
@@ -87,6 +101,32 @@ BREAKER_TRANSITIONS = Counter(
 )
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
+REFUSALS = Counter("oneflow_refusals_total", "Requests the gateway refused, by reason.", ["reason"])
+# The reason of each error code the gateway refuses with. A 4xx with another code is the
+# client's own request (invalid_request); anything else (upstream_*, 5xx) is no refusal.
+REFUSAL_REASONS = {
+    "rate_limit_exceeded": "rate_limit",
+    "budget_exceeded": "budget",
+    "insufficient_quota": "insufficient_credits",
+    "invalid_api_key": "invalid_key",
+    "missing_model": "invalid_request",
+    "model_not_found": "model_not_found",
+    "model_not_allowed": "model_not_allowed",
+    "model_not_priced": "model_not_priced",
+    "billing_configuration_invalid": "billing_configuration_invalid",
+    "model_unavailable": "model_unavailable",
+    "no_matching_provider": "no_matching_provider",
+    "circuit_open": "circuit_open",
+    "configuration_changing": "configuration_changing",
+    "hold_unavailable": "hold_unavailable",
+}
+RATE_LIMIT_NEAR = Counter(
+    "oneflow_rate_limit_near_total",
+    "Admitted requests that left less than 10 % of a key's or organization's limit.",
+    ["limit"],
+)
+_NEAR_LIMITS = {Kind.REQUESTS: "requests", Kind.INPUT_TOKENS: "tokens", Kind.OUTPUT_TOKENS: "tokens"}
+
 
 def _status_class(status: int) -> str:
     return f"{status // 100}xx"
@@ -96,7 +136,36 @@ def upstream_failed(call: Finished, error: UpstreamError) -> None:
     UPSTREAM_ERRORS.labels(call.provider or "none", error.kind.value).inc()
 
 
+def refusal_reason(error: GatewayError) -> str | None:
+    """The bounded reason a refusal is counted under; None for what is no refusal."""
+    reason = REFUSAL_REASONS.get(error.code or "")
+    if reason is None and 400 <= error.status < 500 and not (error.code or "").startswith("upstream_"):
+        return "invalid_request"
+    return reason
+
+
+def refused(error: GatewayError) -> None:
+    reason = refusal_reason(error)
+    if reason is not None:
+        REFUSALS.labels(reason).inc()
+
+
+def _limits_near(decision: Decision | None) -> None:
+    """Counts, once per kind, an admitted request after which a rate limit of its key
+    or organization has less than a tenth left (concurrency slots come back by themselves)."""
+    if decision is None or not decision.admitted:
+        return
+    near = {
+        _NEAR_LIMITS[state.rule.kind]
+        for state in decision.states
+        if state.rule.kind in _NEAR_LIMITS and state.remaining * 10 < state.limit
+    }
+    for limit in near:
+        RATE_LIMIT_NEAR.labels(limit).inc()
+
+
 def request_done(call: Finished) -> None:
+    _limits_near(call.guards.decision if call.guards else None)
     model = call.model.name if call.model else "other"
     provider = call.provider or "none"
     REQUESTS.labels(call.endpoint, model, provider, _status_class(call.status_code)).inc()

@@ -11,16 +11,25 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
 from accounts.selectors import KeyCredentials
 from billing.holds import Event
 from billing.pricing import CACHE_WRITE_1H_MULTIPLE, CACHE_WRITE_5M_MULTIPLE, Terms, Tokens, cost_usd
 from billing.usage import UsageRecord, encode
-from gateway import limits, metrics, protocol, reservations
+from gateway import access, limits, metrics, protocol, reservations
 from gateway.call import Call
 from gateway.errors import GatewayError
+from oneflow.lib import tracing
 from providers import tokens
 
 logger = logging.getLogger(__name__)
+
+
+def genai_operation(endpoint: str) -> str:
+    """gen_ai.operation.name (OpenTelemetry GenAI semconv): every endpoint but embeddings is a chat."""
+    return "embeddings" if endpoint == "embeddings" else "chat"
 
 
 def estimate(call: Call, completion_text: str) -> dict[str, Any]:
@@ -76,6 +85,10 @@ async def finish(call: Call) -> None:
     price_call(call)
     call.charged, charged_units = reservations.charge_of(call.reservation, call.cost)
     metrics.request_done(call)
+    access.log(call, used=usage_tokens(call.usage))
+    span = trace.get_current_span()  # the request's (gateway.asgi)
+    if span.is_recording():
+        _traced(span, call)
     if call.key is None:
         return
     record = _usage_record(call, call.key)
@@ -97,6 +110,44 @@ async def finish(call: Call) -> None:
         event=event,
         extra=completion,
     )
+
+
+def _traced(span: Span, call: Call) -> None:
+    """Describes the request's span once its call is settled: what was asked, used and by whom.
+
+    The organization, never the key; a failure after the answer started (mid-stream)
+    marks the span failed here, its status line having said 200. Few attributes, and
+    the zero ones left out: each costs the hot path a microsecond or two per sampled request.
+    """
+    used = usage_tokens(call.usage)
+    attributes: dict[str, str | bool | int | float] = {
+        "gen_ai.operation.name": genai_operation(call.endpoint),
+        "gen_ai.request.model": call.requested_model,
+        "gen_ai.request.stream": call.stream,
+        "gen_ai.usage.input_tokens": used.prompt,
+        "gen_ai.usage.output_tokens": used.completion,
+        "oneflow.attempts": call.attempts,
+    }
+    extras: dict[str, str | bool | int] = {
+        "gen_ai.usage.cache_read.input_tokens": used.cached,
+        "gen_ai.usage.cache_creation.input_tokens": used.cache_write_5m + used.cache_write_1h,
+        "gen_ai.usage.reasoning.output_tokens": used.reasoning,
+        "oneflow.client_disconnected": call.client_disconnected,
+        "oneflow.error.type": call.error_type,
+    }
+    attributes.update((name, value) for name, value in extras.items() if value)
+    if call.model is not None:
+        attributes["oneflow.model"] = call.model.name  # the public name
+    if call.key is not None:
+        attributes["oneflow.organization_id"] = call.key.organization_id
+    if call.deployment is not None:
+        attributes["oneflow.provider"] = call.provider
+        attributes["oneflow.deployment_id"] = call.deployment.id
+    if call.ttft_ms is not None:
+        attributes["gen_ai.response.time_to_first_chunk"] = call.ttft_ms / 1000
+    span.set_attributes(attributes)
+    if call.status_code >= 500:  # gateway.asgi names the status in error.type once it goes out
+        tracing.failed(span, call.error_type or str(call.status_code))
 
 
 def usage_tokens(usage: dict[str, Any] | None) -> Tokens:
@@ -160,6 +211,7 @@ def _usage_record(call: Call, key: KeyCredentials) -> UsageRecord:
         provider_cost_usd=str(_provider_cost(call)),
         charged=str(call.charged),
         attempt_log=call.attempt_log,
+        traceparent=tracing.traceparent(),  # the request's span, for the drain to link back to
     )
 
 
@@ -208,6 +260,12 @@ async def recorded(call: Call) -> AsyncIterator[Call]:
         yield call
     except GatewayError as error:
         call.status_code = error.status
+        metrics.refused(error)
+        raise
+    except Exception:
+        # A bug in OneFlow: the client gets a 500 (gateway.asgi), and the record must say so.
+        if not call.recorded:
+            call.status_code, call.error_type = 500, "internal"
         raise
     finally:
         await finish(call)

@@ -6,14 +6,29 @@ import os
 import threading
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.beat import EmbeddedService
+
+from oneflow.lib import celery_metrics, tracing  # noqa: F401 - celery_metrics connects Celery's signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oneflow.settings")
 
 app = Celery("oneflow")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+# In the worker's main process, before its pool forks: the SDK restarts its export
+# thread in each child. The embedded beat of a web process finds tracing set up already.
+@signals.worker_init.connect(weak=False)
+def _trace_worker(**kwargs: Any) -> None:
+    tracing.setup("oneflow-worker")
+
+
+@signals.beat_init.connect(weak=False)
+def _trace_beat(**kwargs: Any) -> None:
+    tracing.setup("oneflow-beat")
+
 
 _beat_lock = threading.Lock()
 _beat: list[Any] = []  # the running EmbeddedService thread, if any

@@ -9,6 +9,7 @@ connections differ.
 from __future__ import annotations
 
 import os
+import tomllib
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from oneflow.lib.env import Env, production_problems
+from oneflow.lib.jsonlog import logger_levels
 from oneflow.lib.redis import EMBEDDED_URL
 from oneflow.lib.secrets import installation_secret
 
@@ -325,6 +327,20 @@ BODY_READ_TIMEOUT_SECONDS = float(env.decimal("BODY_READ_TIMEOUT_SECONDS", "30")
 # in deploy/gunicorn.conf.py) and serves loopback peers only elsewhere.
 METRICS_TOKEN = env.secret("METRICS_TOKEN")
 
+
+def _project_version() -> str:
+    try:
+        return str(tomllib.loads((BASE_DIR / "pyproject.toml").read_text())["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+# What oneflow_build_info states (docs/metrics.md); the image's build sets both.
+ONEFLOW_VERSION = env.str("ONEFLOW_VERSION") or _project_version()
+GIT_COMMIT = env.str("GIT_COMMIT", "unknown")
+# The Celery queues whose depth /metrics reports (oneflow_celery_queue_depth).
+METRICS_CELERY_QUEUES = env.list("METRICS_CELERY_QUEUES", ["celery"])
+
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
@@ -388,18 +404,41 @@ DASHBOARD_KEYS_PER_PAGE = 25
 # --- Logging ------------------------------------------------------------------
 
 LOG_LEVEL = env.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
+# Levels per logger over LOG_LEVEL: "gateway=DEBUG,celery=WARNING,oneflow.access=WARNING".
+LOG_LEVELS = logger_levels("LOG_LEVELS", env.str("LOG_LEVELS"))
+# One line per /v1 call on the logger "oneflow.access" (gateway/access.py, docs/logging.md).
+ACCESS_LOG = env.bool("ACCESS_LOG", default=True)
+# Loggers that arrive with handlers of their own (Django's defaults: plain text on stderr;
+# uvicorn's; gunicorn's inside a worker) give them up and propagate to the one handler,
+# so that every line is JSON on stdout and passes the redaction filter.
+_LOGGERS: dict[str, dict[str, object]] = {
+    "django": {"handlers": [], "propagate": True},
+    "django.server": {"handlers": [], "propagate": True},
+    "django.db.backends": {"level": "INFO"},
+    "uvicorn": {"handlers": [], "propagate": True},
+    "uvicorn.error": {"handlers": [], "propagate": True},
+    # Uvicorn's access log carries no request id and duplicates ours (oneflow.access).
+    "uvicorn.access": {"handlers": [], "propagate": True, "level": "WARNING"},
+    "gunicorn.error": {"handlers": [], "propagate": True},
+    # A line per beat tick and per task run (every 2 s for the usage drain) is noise.
+    "celery.beat": {"level": "WARNING"},
+    "celery.app.trace": {"level": "WARNING"},
+}
+for _name, _level in LOG_LEVELS.items():
+    _LOGGERS[_name] = {**_LOGGERS.get(_name, {"handlers": [], "propagate": True}), "level": _level}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "oneflow.lib.redact.RedactingFilter"}},
     "formatters": {"json": {"()": "oneflow.lib.jsonlog.JsonFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.db.backends": {"level": "INFO"},
-        # Uvicorn's access log carries no request id and duplicates ours.
-        "uvicorn.access": {"level": "WARNING"},
-        # A line per beat tick and per task run (every 2 s for the usage drain) is noise.
-        "celery.beat": {"level": "WARNING"},
-        "celery.app.trace": {"level": "WARNING"},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["redact"],
+            "stream": "ext://sys.stdout",
+        }
     },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": _LOGGERS,
 }

@@ -10,12 +10,18 @@ twice, and no bare status code leaves the module whose script produced it.
 Several invocations run as one composite script: one EVALSHA, one round trip,
 all atomic together. Measured cheaper than a pipeline of EVALSHAs, which costs
 redis-py a pipeline object, per-command packing and parsing on every request.
+
+Every round trip is timed and its failures counted by phase
+(``oneflow_redis_command_seconds``, ``oneflow_redis_errors_total``): one
+``perf_counter`` pair and one histogram observation, about a microsecond
+(docs/metrics.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -24,6 +30,7 @@ from typing import Any, Generic, TypeVar
 import redis
 import redis.asyncio
 import redis.exceptions
+from prometheus_client import Counter, Histogram
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)  # an invocation of a narrower reply is one of a wider
@@ -101,12 +108,59 @@ def answered(value: R) -> Invocation[R]:
     return Invocation(None, (), (), lambda _: value)
 
 
+# What a Redis round trip serves: a fixed set, so a label value never comes from data.
+# "metrics" is the scrape's own read (oneflow.lib.figures).
+REDIS_PHASES = ("admission", "settlement", "idempotency", "job", "metrics", "other")
+_REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+REDIS_SECONDS = Histogram(
+    "oneflow_redis_command_seconds", "Redis round trips, by phase.", ["phase"], buckets=_REDIS_BUCKETS
+)
+REDIS_ERRORS = Counter("oneflow_redis_errors_total", "Redis round trips that failed, by phase.", ["phase"])
+
+
+class _Children(dict[str, Any]):
+    """A labelled metric's child per phase, bound on first use: a round trip looks it up
+    in a dict instead of building a label key. Not at import, which may come before
+    prometheus_client's multiprocess folder exists (the gunicorn master)."""
+
+    def __init__(self, metric: Counter | Histogram) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, phase: str) -> Any:
+        child = self[phase] = self.metric.labels(phase)
+        return child
+
+
+REDIS_SECONDS_BY_PHASE = _Children(REDIS_SECONDS)
+REDIS_ERRORS_BY_PHASE = _Children(REDIS_ERRORS)
+
+# The phase of a request a hot-path script serves, by its name: the label of its Redis
+# metrics. A round trip takes the phase of its first script (the hold's riders are the
+# admission's; the settle's, the settlement's). Synchronous runs are jobs, the admin's
+# and probes': their phase is "job" whatever they run.
+PHASES = {
+    "credits.hold": "admission",
+    "credits.seed": "admission",
+    "budget.seed": "admission",
+    "limits.admit": "admission",
+    "breakers.check": "admission",
+    "breakers.health": "admission",
+    "credits.settle": "settlement",
+    "limits.complete": "settlement",
+    "breakers.record": "settlement",
+    "idempotency.claim": "idempotency",
+    "idempotency.finish": "idempotency",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     sha: str
     source: str
     keys: list[Any]
     args: list[Any]
+    phase: str
 
 
 def _asked(invocations: Sequence[Invocation[Any]]) -> list[tuple[Script, Invocation[Any]]]:
@@ -114,9 +168,10 @@ def _asked(invocations: Sequence[Invocation[Any]]) -> list[tuple[Script, Invocat
 
 
 def _prepare(asked: list[tuple[Script, Invocation[Any]]]) -> _Prepared:
+    phase = PHASES.get(asked[0][0].name, "other")
     if len(asked) == 1:
         ((script, only),) = asked
-        return _Prepared(script.sha, script.source, list(only.keys), list(only.args))
+        return _Prepared(script.sha, script.source, list(only.keys), list(only.args), phase)
     sources = tuple(dict.fromkeys(script.source for script, _ in asked))
     composite = _composite(sources)
     keys: list[Any] = []
@@ -126,7 +181,7 @@ def _prepare(asked: list[tuple[Script, Invocation[Any]]]) -> _Prepared:
         header += [sources.index(script.source) + 1, len(invocation.keys), len(invocation.args)]
         keys += invocation.keys
         values += invocation.args
-    return _Prepared(composite.sha, composite.source, keys, header + values)
+    return _Prepared(composite.sha, composite.source, keys, header + values, phase)
 
 
 def _replies(invocations: Sequence[Invocation[Any]], asked: int, raw: Any) -> list[Any]:
@@ -145,13 +200,24 @@ def run_all(client: redis.Redis, invocations: Sequence[Invocation[Any]]) -> list
     if not asked:
         return _replies(invocations, 0, None)
     prepared = _prepare(asked)
+    started = time.perf_counter()
     try:
-        raw = client.evalsha(prepared.sha, len(prepared.keys), *prepared.keys, *prepared.args)
+        raw = _evalsha(client, prepared)
+    except redis.exceptions.RedisError:
+        REDIS_ERRORS_BY_PHASE["job"].inc()
+        raise
+    finally:
+        REDIS_SECONDS_BY_PHASE["job"].observe(time.perf_counter() - started)
+    return _replies(invocations, len(asked), raw)
+
+
+def _evalsha(client: redis.Redis, prepared: _Prepared) -> Any:
+    try:
+        return client.evalsha(prepared.sha, len(prepared.keys), *prepared.keys, *prepared.args)
     except redis.exceptions.NoScriptError:
         # The server ran nothing, so loading the script and running it again is safe.
         client.script_load(prepared.source)
-        raw = client.evalsha(prepared.sha, len(prepared.keys), *prepared.keys, *prepared.args)
-    return _replies(invocations, len(asked), raw)
+        return client.evalsha(prepared.sha, len(prepared.keys), *prepared.keys, *prepared.args)
 
 
 async def arun(client: redis.asyncio.Redis, invocation: Invocation[R]) -> R:
@@ -167,12 +233,23 @@ async def arun_all(client: redis.asyncio.Redis, invocations: Sequence[Invocation
     if not asked:
         return _replies(invocations, 0, None)
     prepared = _prepare(asked)
+    started = time.perf_counter()
     try:
-        raw = await client.evalsha(prepared.sha, len(prepared.keys), *prepared.keys, *prepared.args)
+        raw = await _aevalsha(client, prepared)
+    except redis.exceptions.RedisError:
+        REDIS_ERRORS_BY_PHASE[prepared.phase].inc()
+        raise
+    finally:
+        REDIS_SECONDS_BY_PHASE[prepared.phase].observe(time.perf_counter() - started)
+    return _replies(invocations, len(asked), raw)
+
+
+async def _aevalsha(client: redis.asyncio.Redis, prepared: _Prepared) -> Any:
+    try:
+        return await client.evalsha(prepared.sha, len(prepared.keys), *prepared.keys, *prepared.args)
     except redis.exceptions.NoScriptError:
         await client.script_load(prepared.source)
-        raw = await client.evalsha(prepared.sha, len(prepared.keys), *prepared.keys, *prepared.args)
-    return _replies(invocations, len(asked), raw)
+        return await client.evalsha(prepared.sha, len(prepared.keys), *prepared.keys, *prepared.args)
 
 
 @dataclass(frozen=True)
