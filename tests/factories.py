@@ -16,6 +16,8 @@ model, where calling the class itself is not.
 
 from __future__ import annotations
 
+import time
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +30,7 @@ from accounts import services as account_services
 from accounts.models import Membership, Organization, Plan, User
 from billing import services as billing_services
 from billing.models import Budget, LedgerEntry, Price, UsageEvent, UsageRollup
+from billing.usage import UsageRecord
 from providers.models import Credential, Deployment, ModelAccess, Provider, PublicModel
 from providers.services import credential_set_secret
 
@@ -249,3 +252,29 @@ class UsageRollupFactory(DjangoModelFactory[UsageRollup]):
     public_model = "gpt-4o-mini"
     period = UsageRollup.Period.DAY
     bucket = factory.LazyFunction(lambda: timezone.now().replace(hour=0, minute=0, second=0, microsecond=0))
+
+
+def usage_record(organization_id: int, **fields: Any) -> UsageRecord:
+    """A usage event as the gateway appends it to the journal: a served chat call, unless
+    ``fields`` say otherwise."""
+    defaults: dict[str, Any] = {
+        "request_id": f"req_{uuid.uuid4().hex}",
+        "api_key_id": None,
+        "endpoint": "chat",
+        "public_model": "gpt-4o-mini",
+        "deployment_id": None,
+        "provider": "Simulator",
+        "stream": False,
+        "status_code": 200,
+        "error_type": "",
+        "prompt_tokens": 12,
+        "cached_tokens": 0,
+        "completion_tokens": 30,
+        "usage_source": "reported",
+        "latency_ms": 15,
+        "ttft_ms": None,
+        "attempts": 1,
+        "client_disconnected": False,
+        "created_at": time.time(),
+    }
+    return UsageRecord(organization_id=organization_id, **(defaults | fields))

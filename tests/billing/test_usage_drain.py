@@ -17,32 +17,13 @@ from billing.holds import Event
 from billing.models import Price, UsageEvent
 from billing.services import billing_account, usage_drain
 from oneflow.lib import redis, redis_keys, scripts
+from tests.factories import usage_record
 
 CLAIM_MS = 300  # production waits 60 s before taking a silent consumer's events
 
 
 def record(organization: Organization, request_id: str) -> usage.UsageRecord:
-    return usage.UsageRecord(
-        request_id=request_id,
-        organization_id=organization.pk,
-        api_key_id=None,
-        endpoint="chat",
-        public_model="gpt-4o-mini",
-        deployment_id=None,
-        provider="Simulator",
-        stream=False,
-        status_code=200,
-        error_type="",
-        prompt_tokens=12,
-        cached_tokens=2,
-        completion_tokens=30,
-        usage_source="reported",
-        latency_ms=15,
-        ttft_ms=None,
-        attempts=1,
-        client_disconnected=False,
-        created_at=time.time(),
-    )
+    return usage_record(organization.pk, request_id=request_id, cached_tokens=2)
 
 
 def append(*records: usage.UsageRecord) -> None:

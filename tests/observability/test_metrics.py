@@ -50,7 +50,7 @@ from oneflow.lib.figures import FIGURES_KEY
 from oneflow.lib.metrics import MetricsEndpoint, PoolWatch
 from oneflow.lib.scripts import Invocation, Script
 from tests.conftest import free_port, gunicorn_serving
-from tests.factories import UserFactory
+from tests.factories import UserFactory, usage_record
 from tests.gateway.asgi_client import AsgiClient, call_app, tenant_key
 from tests.http import call
 
@@ -350,28 +350,7 @@ def test_the_drain_counts_exactly_the_credits_it_charges(gateway: AsgiClient) ->
 
 def _append(organization_id: int, *, charged: str) -> None:
     """An event as the gateway appends it, charging ``charged`` credits."""
-    record = usage.UsageRecord(
-        request_id=f"req_{uuid.uuid4().hex}",
-        organization_id=organization_id,
-        api_key_id=None,
-        endpoint="chat",
-        public_model="gpt-4o-mini",
-        deployment_id=None,
-        provider="Simulator",
-        stream=False,
-        status_code=200,
-        error_type="",
-        prompt_tokens=12,
-        cached_tokens=0,
-        completion_tokens=30,
-        usage_source="reported",
-        latency_ms=15,
-        ttft_ms=None,
-        attempts=1,
-        client_disconnected=False,
-        created_at=time.time(),
-        charged=charged,
-    )
+    record = usage_record(organization_id, charged=charged)
     event = Event(usage.encode(record), organization_id, None, record.created_at)
     scripts.run(
         redis.sync_client(), holds.settle(organization_id=organization_id, hold_id="", charged_units=0, event=event)

@@ -38,6 +38,7 @@ from billing.tasks import drain_usage
 from oneflow.lib import json as oneflow_json
 from oneflow.lib import redis, redis_keys, scripts, tracing
 from providers.models import Provider
+from tests.factories import usage_record
 from tests.fakes import Behave, FakeUpstream
 from tests.gateway.asgi_client import Answer, AsgiClient, tenant_key
 from tests.gateway.test_adapters import route
@@ -270,25 +271,14 @@ def test_events_without_a_traceparent_are_drained_and_not_linked(
 
 def _record(key: str) -> usage.UsageRecord:
     organization = Organization.objects.get(name="Acme")
-    return usage.UsageRecord(
+    return usage_record(
+        organization.pk,
         request_id="req_from_an_older_gateway",
-        organization_id=organization.pk,
-        api_key_id=None,
-        endpoint="chat",
         public_model="smart",
-        deployment_id=None,
         provider="fake",
-        stream=False,
-        status_code=200,
-        error_type="",
         prompt_tokens=1,
-        cached_tokens=0,
         completion_tokens=1,
-        usage_source="reported",
         latency_ms=1,
-        ttft_ms=None,
-        attempts=1,
-        client_disconnected=False,
         created_at=1.8e9,
     )
 
